@@ -1,0 +1,43 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# GPU machines: TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+# DeepSpeed JIT-compiles its C++ ops once; keep them in an ignored folder so reruns reuse them.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: venv test test-fast lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: an unpinned torch (or deepspeed first) would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	# Both only for their files: Megatron's reader (compatibility tests) and gensim's shipped data.
+	$(PY) -m pip install -q --no-deps megatron-core==0.16.1 gensim==4.4.0
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+demo: $(STAMP)
+	$(PY) -m demo
+
+clean:
+	rm -rf runs demo_out .cache/torch_extensions

@@ -1,0 +1,33 @@
+"""The one exception type for a user's mistake.
+
+A ``UserError`` message is a single line that names the file (and line/page/key) at fault and what was
+expected. Every package's ``__main__`` catches it, prints ``error: <message>`` to stderr and exits 2;
+any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake in the user's input or arguments, reported as one line without a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split("\n")))
+
+
+def run_cli(main: Callable[[], T]) -> T:
+    """Run a CLI ``main``; turn ``UserError`` (and Ctrl-C) into one line on stderr and a non-zero exit."""
+    try:
+        return main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
