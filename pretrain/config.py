@@ -1,0 +1,368 @@
+"""The run config of ``python -m pretrain train``: one typed pydantic model, loaded from JSON, then CLI overrides.
+
+Unknown keys are rejected (``extra="forbid"``), duplicate JSON keys are rejected, and every error names the
+key, the value given and what was expected (one line, a ``UserError``). The resolved config is written to
+``<output_dir>/config.json`` by the trainer, so a run directory says exactly what produced it.
+
+Field names follow the papers and peers a user comes from: ``alum.*`` mirrors ``pretrain.alum.AlumConfig``
+(the ALUM paper's α, K, σ, η, ε), batch sizes and intervals follow Megatron-LM (``micro_batch``,
+``global_batch``, ``exit_interval``) and the DeepSpeed JSON is cross-checked here against those values
+(``check_deepspeed_json``) before DeepSpeed sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data_tools.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the training samples come from and how they are made (see ``pretrain.samples``)."""
+
+    prefixes: list[str] = Field(min_length=1)
+    """Corpus prefixes (``.bin``/``.idx`` made by ``python -m data_tools build``); a sharded prefix expands."""
+    weights: list[float] | None = None
+    """Blend weights, one per prefix (Megatron's ``--data-path w1 p1 w2 p2``); None = proportional to size."""
+    tokenizer: str
+    """Tokenizer path (a ``train-tokenizer`` dir, vocab.txt, tokenizer.json, .model or an HF dir)."""
+    style: Literal["bert", "roberta"] = "bert"
+    """``bert``: segment pairs from sentence runs; ``roberta``: full-sentence packing across documents."""
+    nsp: bool = False
+    """Next-sentence prediction (BERT style only; RoBERTa showed it does not help)."""
+    max_seq_len: int = Field(128, ge=8)
+    mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
+    whole_word_mask: bool = False
+    eval_prefixes: list[str] | None = None
+    """Held-out corpus for eval; None = hold out the last ``eval_samples`` samples of the training corpus."""
+    eval_samples: int = Field(256, ge=0)
+    num_workers: int = Field(1, ge=0)
+    """DataLoader worker processes per rank (1 keeps sample making off the training thread)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.weights is not None and len(self.weights) != len(self.prefixes):
+            raise ValueError(
+                f"data.weights: expected one weight per prefix ({len(self.prefixes)}), got {len(self.weights)}"
+            )
+        if self.weights is not None and any(w <= 0 for w in self.weights):
+            raise ValueError(f"data.weights: expected positive weights, got {self.weights}")
+        if self.nsp and self.style == "roberta":
+            raise ValueError("data.nsp: next-sentence prediction needs data.style='bert'")
+        return self
+
+
+class ModelConfig(_Section):
+    """The encoder: built from a size, or initialised from a Hugging Face BERT/RoBERTa directory."""
+
+    init_from: str | None = None
+    """HF directory to start from (its config wins over the size fields below)."""
+    hidden_size: int = Field(768, ge=8)
+    num_layers: int = Field(12, ge=1)
+    num_heads: int = Field(12, ge=1)
+    intermediate_size: int | None = None
+    """None = 4 × hidden_size, as BERT."""
+    max_position_embeddings: int = Field(512, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Hidden and attention dropout (BERT's 0.1)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size: {self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+        return self
+
+
+class AlumSection(_Section):
+    """ALUM (Liu et al. 2020); same names and defaults as ``pretrain.alum.AlumConfig`` (its docstring cites each)."""
+
+    enabled: bool = True
+    alpha: float = Field(10.0, ge=0.0)
+    """α: weight of the adversarial term (10 for pre-training in the paper)."""
+    steps: int = Field(1, ge=0)
+    """K: ascent steps (1 in the paper and the authors' code)."""
+    init_std: float = Field(1e-5, ge=0.0)
+    """σ: std of δ's Gaussian init."""
+    step_size: float = Field(1e-3, gt=0.0)
+    """η: ascent step size."""
+    eps: float = Field(1e-5, gt=0.0)
+    """ε: radius of the ball δ is projected on (norm='linf'/'l2')."""
+    norm: Literal["token_linf", "linf", "l2"] = "token_linf"
+    ascent_loss: Literal["kl", "sym"] = "kl"
+    site: Literal["embedding_output", "word_embeddings"] = "embedding_output"
+    masked_only: bool = True
+    drop_nonfinite: bool = True
+
+
+class OptimConfig(_Section):
+    """Optimizer and LR schedule: linear warmup then linear decay to ``min_lr`` (BERT's schedule)."""
+
+    name: Literal["adamw", "lamb", "fused_adam", "cpu_adam"] = "adamw"
+    """adamw: torch AdamW; fused_adam/lamb: DeepSpeed's fused CUDA kernels; cpu_adam: DeepSpeed CPU Adam
+    (needed by ZeRO-Offload)."""
+    lr: float = Field(1e-4, gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-6, gt=0.0)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    """Used when warmup_steps is None: warmup = ratio × total steps."""
+    clip_grad: float = Field(1.0, ge=0.0)
+    """Global grad-norm clip (0 = off); passed to DeepSpeed as ``gradient_clipping``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"optim.min_lr: {self.min_lr} must not exceed optim.lr={self.lr}")
+        return self
+
+
+class TrainConfig(_Section):
+    """Batching, length of the run, intervals, where it writes and the DeepSpeed JSON."""
+
+    output_dir: str
+    deepspeed_config: str
+    """DeepSpeed JSON (see deepspeed_configs/); its batch/clip keys, if given, must agree with this config."""
+    micro_batch: int = Field(ge=1)
+    """Samples per rank per forward (DeepSpeed's train_micro_batch_size_per_gpu)."""
+    global_batch: int = Field(ge=1)
+    """Samples per optimizer step over all ranks; gradient accumulation = global / (micro × world)."""
+    train_steps: int | None = Field(None, ge=1)
+    train_tokens: int | None = Field(None, ge=1)
+    """Alternative to train_steps: steps = ceil(tokens / (global_batch × max_seq_len))."""
+    seed: int = 1234
+    log_interval: int = Field(10, ge=1)
+    eval_interval: int = Field(1000, ge=0)
+    """0 = no eval during the run (one eval still runs at the end if there are eval samples)."""
+    eval_batches: int = Field(8, ge=1)
+    save_interval: int = Field(1000, ge=0)
+    """0 = save only at the end."""
+    keep_last: int = Field(3, ge=1)
+    exit_interval: int | None = Field(None, ge=1)
+    """Megatron's --exit-interval: save and stop once step % exit_interval == 0 (resume continues)."""
+    resume: Literal["auto", "never"] | str = "auto"
+    """auto: continue from ``output_dir/latest`` when it exists; never: refuse a non-empty output_dir;
+    any other value: a checkpoint tag in output_dir/checkpoints to resume from."""
+    peak_tflops: float | None = Field(None, gt=0.0)
+    """Peak device TFLOP/s for the MFU estimate; None = a known GPU's or a measured CPU matmul peak."""
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if (self.train_steps is None) == (self.train_tokens is None):
+            raise ValueError("train.train_steps / train.train_tokens: expected exactly one of them to be set")
+        if self.global_batch % self.micro_batch:
+            raise ValueError(
+                f"train.global_batch: {self.global_batch} is not a multiple of train.micro_batch={self.micro_batch}"
+            )
+        return self
+
+
+class RunConfig(_Section):
+    """Everything one pre-training run needs; ``config.json`` in the run directory is this, resolved."""
+
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    alum: AlumSection = AlumSection()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (from train_steps, or train_tokens over global_batch × seq)."""
+        if self.train.train_steps is not None:
+            return self.train.train_steps
+        return math.ceil(self.train.train_tokens / (self.train.global_batch * self.data.max_seq_len))
+
+    def grad_accum(self, world_size: int) -> int:
+        """Gradient accumulation steps for ``world_size`` data-parallel ranks, or UserError if not integral."""
+        per_step = self.train.micro_batch * world_size
+        if self.train.global_batch % per_step:
+            raise UserError(
+                f"train.global_batch: {self.train.global_batch} is not a multiple of train.micro_batch × world size"
+                f" = {self.train.micro_batch} × {world_size}"
+            )
+        return self.train.global_batch // per_step
+
+    def warmup_steps(self) -> int:
+        """Warmup steps (explicit, or ratio × total)."""
+        if self.optim.warmup_steps is not None:
+            return self.optim.warmup_steps
+        return int(self.optim.warmup_ratio * self.total_steps())
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _no_duplicates(source: str):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise UserError(f"{source}: duplicate key {key!r} (each key may appear once per object)")
+            seen[key] = value
+        return seen
+
+    return hook
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object, rejecting duplicate keys; UserError naming the file (and line) otherwise.
+
+    Args:
+        path: JSON file.
+    Returns:
+        The parsed object.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates(str(path)))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
+    return obj
+
+
+def _parse_value(text: str) -> Any:
+    # JSON first so that numbers, booleans, null and lists work; anything else is a plain string (a path).
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--a.b value`` / ``--a.b=value`` overrides to a raw config dict (a copy is returned).
+
+    Args:
+        raw: The config as loaded from JSON.
+        overrides: Command-line tokens after the known flags, e.g. ``["--train.micro_batch", "4"]``.
+    Returns:
+        The updated dict; UserError for a malformed override or an unknown section.
+    """
+    out = json.loads(json.dumps(raw))
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise UserError(f"override {token!r}: expected --section.key VALUE (e.g. --train.micro_batch 8)")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(overrides):
+                raise UserError(f"override {token}: missing a value")
+            key, value = token[2:], overrides[i + 1]
+            i += 2
+        parts = key.replace("-", "_").split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override --{key}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key {loc!r}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key {loc!r}"
+    if err["type"] == "value_error":
+        return f"{source}: {msg}"
+    given = err.get("input")
+    given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{source}: {loc}: {msg}{given_txt}"
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw dict into a ``RunConfig``; UserError naming the key on any problem."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_error(source, exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config from JSON and apply CLI overrides.
+
+    Args:
+        path: The run config JSON.
+        overrides: ``--section.key value`` tokens.
+    Returns:
+        The validated ``RunConfig``. Relative paths in it are resolved against the current directory.
+    """
+    raw = apply_overrides(load_json(path), overrides or [])
+    return build_config(raw, str(path))
+
+
+# ------------------------------------------------------------------------------- DeepSpeed JSON checks
+
+# Keys the run config owns; the DeepSpeed JSON may repeat them only with the same value (or "auto").
+_OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+
+
+def deepspeed_dict(cfg: RunConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run: the JSON file, cross-checked, with batch/clip keys filled in.
+
+    Args:
+        cfg: The run config.
+        world_size: Data-parallel ranks.
+    Returns:
+        A dict for ``deepspeed.initialize(config=...)``. UserError (naming the JSON key and the run-config
+        key) where the two disagree, e.g. a ``train_batch_size`` other than ``train.global_batch``.
+    """
+    path = cfg.train.deepspeed_config
+    ds = load_json(path)
+    expected = {
+        "train_batch_size": (cfg.train.global_batch, "train.global_batch"),
+        "train_micro_batch_size_per_gpu": (cfg.train.micro_batch, "train.micro_batch"),
+        "gradient_accumulation_steps": (cfg.grad_accum(world_size), "train.global_batch / (micro_batch × world)"),
+        "gradient_clipping": (cfg.optim.clip_grad, "optim.clip_grad"),
+    }
+    for key in _OWNED:
+        want, owner = expected[key]
+        if key in ds and ds[key] != "auto" and ds[key] != want:
+            raise UserError(
+                f"{path}: {key}={ds[key]!r} contradicts the run config ({owner} gives {want!r}); "
+                f"remove it or set it to \"auto\""
+            )
+        ds[key] = want
+    for key, owner in (("optimizer", "optim.*"), ("scheduler", "optim.lr / optim.warmup_*")):
+        if key in ds:
+            raise UserError(f"{path}: {key!r} section is not allowed; the run config sets it ({owner})")
+    if ds.get("fp16", {}).get("enabled") and ds.get("bf16", {}).get("enabled"):
+        raise UserError(f"{path}: fp16.enabled and bf16.enabled are both true; expected at most one")
+    offload = ds.get("zero_optimization", {}).get("offload_optimizer", {})
+    if offload.get("device", "none") != "none" and cfg.optim.name not in ("cpu_adam", "adamw"):
+        raise UserError(
+            f"{path}: zero_optimization.offload_optimizer needs optim.name='cpu_adam' (got {cfg.optim.name!r})"
+        )
+    return ds
+
+
+def config_dump(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as a JSON-ready dict (what goes to ``<output_dir>/config.json``)."""
+    return cfg.model_dump(mode="json")
