@@ -1,0 +1,140 @@
+"""Tokenizer training and loading: fixed special ids, no specials added, every accepted path form, errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from data_tools.errors import UserError
+from data_tools.tokenizer import load_tokenizer, train_tokenizer
+
+TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Anarchism is a political philosophy and movement that is skeptical of authority.",
+    "Albedo is the measure of the diffuse reflection of solar radiation.",
+    "Ein Café in München serviert Kaffee und Kuchen.",
+    "Autism is a developmental disorder characterized by difficulties with social interaction.",
+    "The first use of the term in English was in 1642 during the English Civil War.",
+] * 30
+
+
+@pytest.fixture(scope="module")
+def wordpiece(tmp_path_factory):
+    return train_tokenizer(TEXT, tmp_path_factory.mktemp("wp"), kind="wordpiece", vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece(tmp_path_factory):
+    return train_tokenizer(TEXT, tmp_path_factory.mktemp("sp"), kind="sentencepiece", vocab_size=200)
+
+
+def test_wordpiece_specials_and_encoding(wordpiece):
+    tok = wordpiece
+    assert tok.kind == "wordpiece" and 100 < tok.vocab_size <= 300
+    assert [tok.id_to_token(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    ids = tok.encode("The quick brown fox.")
+    assert ids and not set(ids) & tok.special_ids
+    assert tok.decode(ids) == "the quick brown fox."
+    assert tok.encode_batch(["The quick", "brown fox."]) == [tok.encode("The quick"), tok.encode("brown fox.")]
+    starts = tok.word_start_mask()
+    assert starts.shape == (tok.vocab_size,) and starts[:5].all()
+    for i in range(5, tok.vocab_size):
+        assert starts[i] == (not tok.id_to_token(i).startswith("##"))
+    assert not starts.all()
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_specials_and_encoding(tmp_path, model_type, sentencepiece):
+    tok = sentencepiece if model_type == "unigram" else train_tokenizer(
+        TEXT, tmp_path, kind="sentencepiece", vocab_size=200, model_type="bpe"
+    )
+    assert tok.kind == "sentencepiece"
+    assert [tok.id_to_token(i) for i in range(5)] == ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    ids = tok.encode("The quick brown fox jumps.")
+    assert ids and not set(ids) & tok.special_ids
+    assert tok.decode(ids) == "The quick brown fox jumps."
+    assert tok.decode([tok.cls_id, *ids, tok.mask_id, tok.sep_id]) == "<s> The quick brown fox jumps. <mask> </s>"
+    starts = tok.word_start_mask()
+    for i in range(5, tok.vocab_size):
+        assert starts[i] == tok.id_to_token(i).startswith("▁")
+
+
+def test_every_path_form_loads_the_same_tokenizer(wordpiece, sentencepiece):
+    wp_dir = wordpiece.path
+    for p in (wp_dir, wp_dir / "tokenizer.json", wp_dir / "vocab.txt"):
+        t = load_tokenizer(p)
+        assert t.kind == "wordpiece" and t.encode(TEXT[1]) == wordpiece.encode(TEXT[1]), p
+    assert load_tokenizer(wp_dir / "tokenizer.json").fingerprint == wordpiece.fingerprint
+    for p in (sentencepiece.path, sentencepiece.path.parent):
+        t = load_tokenizer(p)
+        assert t.fingerprint == sentencepiece.fingerprint and t.encode(TEXT[2]) == sentencepiece.encode(TEXT[2])
+    assert wordpiece.fingerprint != sentencepiece.fingerprint
+
+
+def test_pickles_for_worker_processes(wordpiece, sentencepiece):
+    for tok in (wordpiece, sentencepiece):
+        clone = pickle.loads(pickle.dumps(tok))
+        assert clone.encode(TEXT[3]) == tok.encode(TEXT[3]) and clone.fingerprint == tok.fingerprint
+
+
+def test_matches_transformers_bert_tokenizer(wordpiece):
+    """Our trained directory is an HF tokenizer directory; HF's BERT tokenizer encodes as we do."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(wordpiece.path))
+    for text in TEXT[:6]:
+        assert hf(text, add_special_tokens=False)["input_ids"] == wordpiece.encode(text)
+        assert hf(text)["input_ids"] == [2, *wordpiece.encode(text), 3]
+    slow = transformers.BertTokenizer(vocab=str(wordpiece.path / "vocab.txt"))
+    assert slow(TEXT[0], add_special_tokens=False)["input_ids"] == load_tokenizer(
+        wordpiece.path / "vocab.txt"
+    ).encode(TEXT[0])
+
+
+def test_cased_vocab_txt_is_not_lowercased(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Hello", "hello", "world", "!"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = load_tokenizer(tmp_path / "vocab.txt")
+    assert tok.encode("Hello world!") == [5, 7, 8] and tok.encode("hello") == [6]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing", None, "tokenizer not found"),
+        ("bad.model", b"not a protobuf at all", "not a valid SentencePiece model"),
+        ("tokenizer.json", b"{broken", "not a valid tokenizer.json"),
+        ("vocab.txt", b"hello\nworld\n", "has no \\[UNK\\] token"),
+        ("vocab.txt", b"[UNK]\n\xff\xfe\n", "not UTF-8"),
+        ("weird.bin", b"x", "unknown tokenizer file"),
+    ],
+)
+def test_bad_tokenizer_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as err:
+        load_tokenizer(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_specials_and_empty_dir(tmp_path):
+    (tmp_path / "vocab.txt").write_text("[UNK]\nhello\n")
+    with pytest.raises(UserError, match="no pad token"):
+        load_tokenizer(tmp_path / "vocab.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no tokenizer found"):
+        load_tokenizer(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_empty_training_input(tmp_path, kind):
+    with pytest.raises(UserError, match="no training text"):
+        train_tokenizer(["", "   "], tmp_path / kind, kind=kind, vocab_size=100)
+
+
+def test_word_start_mask_dtype(wordpiece):
+    assert wordpiece.word_start_mask().dtype == np.bool_
