@@ -1,0 +1,138 @@
+"""Typed configs of the ``classify`` and ``qa`` commands (pydantic, unknown keys rejected).
+
+A config comes from an optional JSON file (``--config``, duplicate keys rejected) overridden by the flags
+given on the command line; the resolved config is written to ``OUTPUT_DIR/config.json``. ALUM defaults
+are the fine-tuning ones: α=1 (paper, §4 fine-tuning) and otherwise ``pretrain.alum.AlumConfig``'s.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data_tools.errors import UserError
+
+
+class AlumOptions(BaseModel):
+    """``--alum`` options; field names follow ``pretrain.alum.AlumConfig`` (paper's α, K, σ, η, ε)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    alpha: float = Field(1.0, ge=0)
+    steps: int = Field(1, ge=0)
+    init_std: float = Field(1e-5, ge=0)
+    step_size: float = Field(1e-3, ge=0)
+    eps: float = Field(1e-5, ge=0)
+    norm: Literal["token_linf", "linf", "l2"] = "token_linf"
+    ascent_loss: Literal["kl", "sym"] = "kl"
+    site: Literal["embedding_output", "word_embeddings"] = "embedding_output"
+    drop_nonfinite: bool = True
+
+    def build(self):
+        """The ``pretrain.alum.AlumConfig``, or None when ALUM is off."""
+        if not self.enabled:
+            return None
+        from pretrain.alum import AlumConfig
+
+        return AlumConfig(**self.model_dump())
+
+
+class TrainOptions(BaseModel):
+    """What every fine-tuning command shares."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Path
+    train: Path
+    dev: Path
+    output_dir: Path
+    epochs: float = Field(3.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    max_seq_len: int = Field(128, ge=8)
+    seed: int = 42
+    threads: int | None = Field(None, ge=1)
+    log_every: int = Field(20, ge=1)
+    evals_per_epoch: int = Field(1, ge=1)
+    deepspeed: Path | None = None
+    alum: AlumOptions = AlumOptions()
+    metric: str | None = None  # picks the best checkpoint; default per task
+
+
+class ClassifyOptions(TrainOptions):
+    """``python -m finetune classify``."""
+
+    task: str | None = None
+    text_a: str | None = None
+    text_b: str | None = None
+    label_column: str | None = None
+    labels: list[str] | None = None
+    regression: bool | None = None
+
+
+class QAOptions(TrainOptions):
+    """``python -m finetune qa``."""
+
+    max_seq_len: int = Field(384, ge=32)
+    doc_stride: int = Field(128, ge=0)
+    max_answer_len: int = Field(30, ge=1)
+    n_best: int = Field(20, ge=1)
+    null_threshold: float = 0.0
+    lr: float = Field(3e-5, gt=0)
+    batch_size: int = Field(12, ge=1)
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> QAOptions:
+        if self.doc_stride >= self.max_seq_len // 2:
+            raise ValueError(f"doc_stride: got {self.doc_stride}, expected less than max_seq_len/2 "
+                             f"({self.max_seq_len // 2}) so that windows advance")
+        return self
+
+
+def _no_duplicates(path: Path):
+    def hook(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise UserError(f"{path}: duplicate key {key!r}; expected each key once")
+            seen.add(key)
+        return dict(pairs)
+
+    return hook
+
+
+def load_options(cls: type[TrainOptions], config_path: str | None, overrides: dict) -> TrainOptions:
+    """Build ``cls`` from a JSON file (optional) and flag overrides (dotted keys such as ``alum.alpha``).
+
+    Raises:
+        UserError: naming the field, the value given and what is valid.
+    """
+    data: dict = {}
+    if config_path:
+        path = Path(config_path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such config file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates(path))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    for key, value in overrides.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "config"
+        given = f", got {err['input']!r}" if err.get("type") != "missing" else ""
+        where = f"{config_path}: " if config_path else ""
+        raise UserError(f"{where}{loc}: {err['msg']}{given}") from None
