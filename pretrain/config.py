@@ -66,6 +66,8 @@ class ModelConfig(_Section):
 
     init_from: str | None = None
     """HF directory to start from (its config wins over the size fields below)."""
+    arch: Literal["bert", "roberta"] | None = None
+    """None = the same as data.style."""
     hidden_size: int = Field(768, ge=8)
     num_layers: int = Field(12, ge=1)
     num_heads: int = Field(12, ge=1)
@@ -356,7 +358,7 @@ def deepspeed_dict(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     if ds.get("fp16", {}).get("enabled") and ds.get("bf16", {}).get("enabled"):
         raise UserError(f"{path}: fp16.enabled and bf16.enabled are both true; expected at most one")
     offload = ds.get("zero_optimization", {}).get("offload_optimizer", {})
-    if offload.get("device", "none") != "none" and cfg.optim.name not in ("cpu_adam", "adamw"):
+    if offload.get("device", "none") != "none" and cfg.optim.name != "cpu_adam":
         raise UserError(
             f"{path}: zero_optimization.offload_optimizer needs optim.name='cpu_adam' (got {cfg.optim.name!r})"
         )

@@ -1,0 +1,110 @@
+"""``python -m pretrain {train,export}`` — thin CLI over ``pretrain.train.run`` and ``pretrain.export``.
+
+Examples::
+
+    python -m pretrain train --config run.json --train.micro_batch 8 --alum.enabled false
+    deepspeed --num_gpus 2 -m pretrain train --config run.json           # or the launcher's script form
+    torchrun --nproc_per_node 2 -m pretrain train --config run.json
+    mpirun -np 2 python -m pretrain train --config run.json
+    python -m pretrain export runs/bert-tiny --step 1000 -o hf/bert-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_tools.errors import UserError, run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The deepspeed launcher puts --local_rank=N before the subcommand.
+    p.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank", type=int, default=None,
+                   help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="pre-train (or resume) a masked LM with DeepSpeed",
+                       epilog="Any other --section.key VALUE overrides the config, e.g. --optim.lr 2e-4.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--config", required=True, help="run config JSON (see pretrain/config.py)")
+    t.add_argument("--resume", default=None, help="auto | never | step_<N> (overrides train.resume)")
+    t.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by launchers")
+    e = sub.add_parser("export", help="consolidate a checkpoint (ZeRO shards → fp32) into a Hugging Face dir",
+                       epilog="example: python -m pretrain export runs/bert-tiny -o hf/bert-tiny")
+    e.add_argument("run_dir", help="run directory (holds config.json, checkpoints/, latest)")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    e.add_argument("-o", "--output", required=True, help="output directory (must not exist, or be empty)")
+    e.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> None:
+    from pretrain.config import load_config
+    from pretrain.engine import shutdown_distributed
+    from pretrain.train import run
+
+    if args.resume is not None:
+        overrides = [*overrides, "--train.resume", args.resume]
+    cfg = load_config(args.config, overrides)
+    try:
+        local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
+        result = run(cfg, local_rank=local_rank)
+    finally:
+        shutdown_distributed()
+    if result.eval is not None and (result.losses or result.step):
+        print(f"final step {result.step}: eval mlm_loss={result.eval['mlm_loss']:.4f} "
+              f"accuracy={result.eval['accuracy']:.4f}")
+
+
+def export(run_dir: str | Path, output: str | Path, step: int | None = None) -> Path:
+    """Write a checkpoint of ``run_dir`` as a Hugging Face directory.
+
+    Args:
+        run_dir: The run directory.
+        output: The HF directory to create.
+        step: Which checkpoint (default: the one ``latest`` names).
+    Returns:
+        The output directory.
+    """
+    from data_tools.tokenizer import load_tokenizer
+    from pretrain import checkpoint
+    from pretrain.config import build_config, load_json
+    from pretrain.export import save_hf
+    from pretrain.train import build_export_model
+
+    run_dir, output = Path(run_dir), Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise UserError(f"-o {output}: exists and is not empty")
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists():
+        raise UserError(f"{run_dir}: not a run directory (no config.json)")
+    cfg = build_config(load_json(cfg_file), str(cfg_file))
+    tag = checkpoint.resolve_tag(run_dir, step)
+    state = checkpoint.consolidated_state_dict(run_dir, tag)
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    model = build_export_model(cfg, tokenizer)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise UserError(f"{run_dir / 'checkpoints' / tag}: weights do not fit the model in config.json "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    save_hf(model, tokenizer, output)
+    print(f"exported {tag} of {run_dir} to {output}")
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m pretrain``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = _parser().parse_known_args(argv)
+    if args.command == "train":
+        _train(args, rest)
+    else:
+        if rest:
+            raise UserError(f"export: unknown arguments {' '.join(rest)}")
+        export(args.run_dir, args.output, args.step)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,146 @@
+"""Training and held-out batches for one rank: corpus/tokenizer checks, ``MLMDataset`` + ``RankSampler``
+behind a ``DataLoader`` whose workers make samples while the model trains.
+
+Held-out samples are ``data.eval_prefixes`` when given, else the last ``data.eval_samples`` sample ids of
+the training corpus (which training then never sees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from data_tools.errors import UserError
+from data_tools.indexed import IndexedCorpus, resolve_prefixes
+from data_tools.tokenizer import Tokenizer, load_tokenizer
+from pretrain.config import RunConfig
+from pretrain.engine import DistEnv
+
+
+def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[str]:
+    """Expand shard prefixes and check each corpus was built with this tokenizer.
+
+    Args:
+        prefixes: Prefixes from the config.
+        tokenizer: The run's tokenizer.
+        key: Config key, for messages.
+    Returns:
+        The concrete prefixes. UserError on a missing corpus or a vocabulary mismatch.
+    """
+    out = []
+    for i, prefix in enumerate(prefixes):
+        try:
+            shards = resolve_prefixes(prefix)
+        except UserError as exc:
+            raise UserError(f"{key}[{i}]: {exc}") from None
+        for shard in shards:
+            corpus = IndexedCorpus(shard)
+            meta = (corpus.meta or {}).get("tokenizer", {})
+            vocab = meta.get("vocab_size")
+            if vocab is not None and vocab != tokenizer.vocab_size:
+                raise UserError(
+                    f"{key}[{i}]: {shard} was built with a tokenizer of vocab size {vocab}, but data.tokenizer "
+                    f"{tokenizer.path} has vocab size {tokenizer.vocab_size}; expected the same tokenizer"
+                )
+            fp = meta.get("fingerprint")
+            if fp is not None and fp != tokenizer.fingerprint:
+                raise UserError(
+                    f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
+                    f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
+                )
+            out.append(shard)
+    return out
+
+
+def _dataset(cfg: RunConfig, prefixes: list[str], weights: list[float] | None, tokenizer: Tokenizer):
+    from pretrain.samples import MLMDataset
+
+    d = cfg.data
+    return MLMDataset(prefixes, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp,
+                      seed=cfg.train.seed, mask_prob=d.mask_prob, whole_word_mask=d.whole_word_mask,
+                      weights=weights)
+
+
+class _ById(torch.utils.data.Dataset):
+    """Map the sampler's running sample number onto (sample id, epoch): each epoch re-masks (dynamic masking)."""
+
+    def __init__(self, ds, size: int):
+        self.ds, self.size = ds, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, n: int):
+        return self.ds.get(n % self.size, epoch=n // self.size)
+
+
+class TrainData:
+    """This rank's view of the training and held-out samples."""
+
+    def __init__(self, cfg: RunConfig, dist: DistEnv):
+        self.cfg, self.dist = cfg, dist
+        d = cfg.data
+        self.tokenizer = load_tokenizer(d.tokenizer)
+        train_prefixes = check_corpus(d.prefixes, self.tokenizer, "data.prefixes")
+        weights = d.weights if d.weights is None or len(train_prefixes) == len(d.prefixes) else None
+        self.train = _dataset(cfg, train_prefixes, weights, self.tokenizer)
+        n = len(self.train)
+        if d.eval_prefixes:
+            self.eval = _dataset(cfg, check_corpus(d.eval_prefixes, self.tokenizer, "data.eval_prefixes"),
+                                 None, self.tokenizer)
+            self.eval_ids = list(range(min(len(self.eval), d.eval_samples)))
+            self.train_size = n
+        else:
+            self.eval = self.train
+            held = min(d.eval_samples, n // 10)
+            self.train_size = n - held
+            self.eval_ids = list(range(self.train_size, n))
+        if self.train_size < cfg.train.global_batch:
+            raise UserError(
+                f"data.prefixes: {self.train_size} training samples of {d.max_seq_len} tokens, fewer than one "
+                f"global batch (train.global_batch={cfg.train.global_batch})"
+            )
+        self._loader = None
+
+    def train_batches(self, consumed_samples: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless micro-batches of this rank, starting after ``consumed_samples`` (global count)."""
+        from pretrain.sampler import RankSampler
+        from pretrain.samples import collate
+
+        c = self.cfg
+        sampler = RankSampler(self.train_size, world_size=self.dist.world_size, rank=self.dist.rank,
+                              micro_batch=c.train.micro_batch, consumed_samples=consumed_samples,
+                              seed=c.train.seed, shuffle=True)
+        # Own generator: a DataLoader otherwise draws its worker seed from the global torch RNG, which
+        # would make the training RNG stream depend on when iterators are created (and break exact resume).
+        self._loader = torch.utils.data.DataLoader(
+            _ById(self.train, self.train_size), batch_size=c.train.micro_batch, sampler=sampler,
+            collate_fn=collate, num_workers=c.data.num_workers, generator=torch.Generator().manual_seed(0),
+            prefetch_factor=4 if c.data.num_workers else None, persistent_workers=False, drop_last=True,
+        )
+        return iter(self._loader)
+
+    def eval_batches(self, max_batches: int) -> list[dict[str, torch.Tensor]] | None:
+        """This rank's held-out micro-batches (the same count on every rank, so ZeRO-3 gathers match)."""
+        from pretrain.samples import collate
+
+        micro, world = self.cfg.train.micro_batch, self.dist.world_size
+        per_rank = min(max_batches, len(self.eval_ids) // (micro * world))
+        if per_rank == 0:
+            return None
+        mine = self.eval_ids[self.dist.rank :: world][: per_rank * micro]
+        return [collate([self.eval.get(i, epoch=0) for i in mine[b * micro : (b + 1) * micro]])
+                for b in range(per_rank)]
+
+    def close(self) -> None:
+        """Stop the loader's workers."""
+        self._loader = None
+
+
+def build_data(cfg: RunConfig, dist: DistEnv) -> TrainData:
+    """Load the tokenizer and corpora of ``cfg`` for this rank (UserError naming the key on a problem)."""
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
+        raise UserError(f"model.init_from: {cfg.model.init_from} is not a directory")
+    return TrainData(cfg, dist)

@@ -1,0 +1,211 @@
+"""The pre-training loop: build everything from a ``RunConfig``, train, evaluate, checkpoint, log.
+
+Everything that can be wrong in the user's input (config, DeepSpeed JSON, corpus, tokenizer, output dir)
+is checked before anything is written. Then: model → DeepSpeed engine → resume from ``latest`` →
+for each optimizer step, ``grad_accum`` micro-batches of ``engine(**batch)`` / ``engine.backward`` /
+``engine.step`` → log, eval, save. Per-step randomness comes from RNGs saved in every checkpoint and from
+sample ids (masking), so a resumed run repeats the straight run's losses exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_tools.atomic import write_json, write_text
+from data_tools.errors import UserError
+from pretrain import checkpoint
+from pretrain.config import RunConfig, config_dump, deepspeed_dict
+from pretrain.engine import (
+    DistEnv,
+    build_engine,
+    discover_dist_env,
+    init_distributed,
+    loss_scale,
+    sync_ascent_scale,
+    validate_deepspeed,
+)
+from pretrain.loader import TrainData, build_data
+from pretrain.monitor import Monitor
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or exited) run reports back."""
+
+    run_dir: Path
+    step: int
+    losses: dict[int, float] = field(default_factory=dict)
+    """Mean training loss of each logged step (rank 0; empty on other ranks)."""
+    last_tag: str | None = None
+    eval: dict[str, float] | None = None
+
+
+def _check_output_dir(cfg: RunConfig) -> str | None:
+    """The checkpoint tag to resume from (or None), refusing a non-empty dir when resume='never'."""
+    run_dir = Path(cfg.train.output_dir)
+    mode = cfg.train.resume
+    if mode == "never":
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UserError(f"train.output_dir: {run_dir} is not empty and train.resume='never'")
+        return None
+    if mode == "auto":
+        return checkpoint.read_latest(run_dir) if run_dir.exists() else None
+    checkpoint.step_of(mode)
+    if not (checkpoint.checkpoints_dir(run_dir) / mode).is_dir():
+        raise UserError(f"train.resume: checkpoint {mode!r} not found in {checkpoint.checkpoints_dir(run_dir)}")
+    return mode
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_export_model(cfg: RunConfig, tokenizer) -> torch.nn.Module:
+    """The run's model as ``train`` builds it (weights to be loaded), for export."""
+    return _build_model(cfg, tokenizer)
+
+
+def _build_model(cfg: RunConfig, tok) -> torch.nn.Module:
+    from pretrain.alum import AlumConfig
+    from pretrain.model import build_model, load_model
+
+    alum = AlumConfig(**cfg.alum.model_dump()) if cfg.alum.enabled else None
+    if cfg.model.init_from:
+        return load_model(cfg.model.init_from, alum=alum, nsp=cfg.data.nsp)
+    m = cfg.model
+    return build_model(
+        vocab_size=tok.vocab_size, arch=m.arch or cfg.data.style, hidden_size=m.hidden_size,
+        num_layers=m.num_layers, num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+        max_position_embeddings=max(m.max_position_embeddings, cfg.data.max_seq_len), dropout=m.dropout,
+        nsp=cfg.data.nsp, pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, sep_token_id=tok.sep_id,
+        alum=alum, seed=cfg.train.seed,
+    )
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str, float] | None:
+    """Held-out MLM loss, perplexity and masked-token accuracy over every rank's share of the eval samples."""
+    batches = data.eval_batches(cfg.train.eval_batches)
+    if batches is None:
+        return None
+    engine.eval()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss × count, correct, count
+    for batch in batches:
+        out = engine(**_to_device(batch, engine.device))
+        count = out.masked_count.double().cpu()
+        sums += torch.stack([out.mlm_loss.double().cpu() * count, out.masked_correct.double().cpu(), count])
+    engine.train()
+    if dist.world_size > 1:
+        torch.distributed.all_reduce(sums)
+    loss = (sums[0] / sums[2].clamp(min=1)).item()
+    return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": (sums[1] / sums[2].clamp(min=1)).item()}
+
+
+def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
+    """Train (or resume) the run described by ``cfg``.
+
+    Args:
+        cfg: The run config.
+        local_rank: The launcher's ``--local_rank``, if any.
+    Returns:
+        A ``TrainResult``. The caller tears the process group down (``engine.shutdown_distributed``).
+    """
+    dist = discover_dist_env(local_rank)
+    # Validate every input before the first write: a bad run leaves nothing behind.
+    validate_deepspeed(deepspeed_dict(cfg, dist.world_size), cfg.train.deepspeed_config)
+    resume_tag = _check_output_dir(cfg)
+    data = build_data(cfg, dist)
+    init_distributed(dist)
+
+    _seed_all(cfg.train.seed)
+    model = _build_model(cfg, data.tokenizer)
+    engine, ds = build_engine(cfg, model, dist)
+    # Different ranks must draw different dropout masks / ALUM noise; the model init above was shared.
+    _seed_all(cfg.train.seed + 1000 * dist.rank + 1)
+
+    run_dir = Path(cfg.train.output_dir)
+    step, consumed = 0, 0
+    checkpoint.remove_unfinished(run_dir, dist.rank)
+    if resume_tag is not None:
+        client = checkpoint.load(engine, run_dir, resume_tag, dist.rank)
+        step, consumed = client["step"], client["consumed_samples"]
+        model.ascent_scaler.load_state_dict(client["ascent_scaler"])
+        if dist.rank == 0:
+            truncate_metrics(run_dir, step)
+    if dist.rank == 0:
+        write_json(run_dir / "config.json", config_dump(cfg))
+        write_json(run_dir / "deepspeed_config.json", ds)
+
+    total = cfg.total_steps()
+    ga = engine.gradient_accumulation_steps()
+    monitor = Monitor(cfg, run_dir, dist, model, start_step=step, total_steps=total)
+    result = TrainResult(run_dir=run_dir, step=step)
+    batches = data.train_batches(consumed)
+    exit_early = False
+    while step < total and not exit_early:
+        stats = torch.zeros(7, dtype=torch.float64)  # loss, mlm, adv, overflow, correct, count, tokens
+        wait = 0.0
+        t0 = time.perf_counter()
+        for _ in range(ga):
+            tw = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tw
+            sync_ascent_scale(engine, model)
+            out = engine(**_to_device(batch, engine.device))
+            engine.backward(out.loss)
+            engine.step()
+            stats += torch.stack([t.detach().double().cpu() for t in (
+                out.loss, out.mlm_loss, out.adv_loss, out.overflow, out.masked_correct, out.masked_count,
+                batch["attention_mask"].sum())])
+        step += 1
+        consumed += cfg.train.global_batch
+        logged = monitor.step(step, stats, ga, time.perf_counter() - t0, wait, engine.get_lr()[0],
+                              loss_scale(engine), engine.get_global_grad_norm())
+        if logged is not None:
+            result.losses[step] = logged
+        if cfg.train.eval_interval and step % cfg.train.eval_interval == 0:
+            monitor.eval(step, evaluate(engine, data, cfg, dist))
+        exit_early = bool(cfg.train.exit_interval and step % cfg.train.exit_interval == 0 and step < total)
+        due = cfg.train.save_interval and step % cfg.train.save_interval == 0
+        if due or step == total or exit_early:
+            client = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
+                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict()}
+            result.last_tag = checkpoint.save(engine, run_dir, step, client, dist.rank, cfg.train.keep_last)
+    if step >= total and (not cfg.train.eval_interval or step % cfg.train.eval_interval):
+        result.eval = evaluate(engine, data, cfg, dist)
+        monitor.eval(step, result.eval)
+    result.step = step
+    monitor.close(step, exited=exit_early)
+    data.close()
+    if hasattr(engine, "destroy"):
+        engine.destroy()
+    return result
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The lines of ``RUN_DIR/metrics.jsonl`` (what the monitor logged, step by step)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines after ``step`` (logged by a run that died before its next checkpoint)."""
+    rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
