@@ -62,7 +62,7 @@ class TrainOptions(BaseModel):
     evals_per_epoch: int = Field(1, ge=1)
     deepspeed: Path | None = None
     alum: AlumOptions = AlumOptions()
-    metric: str | None = None  # picks the best checkpoint; default per task
+    metric: str | None = None  # picks the best checkpoint; default per task (classify: accuracy, qa: f1)
 
 
 class ClassifyOptions(TrainOptions):
