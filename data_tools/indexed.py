@@ -428,6 +428,27 @@ class IndexedCorpusWriter:
         self._write(np.asarray(tokens), lengths)
         self.end_document()
 
+    def append_corpus(self, corpus: IndexedCorpus) -> None:
+        """Append every document of ``corpus`` (same dtype), copying its ``.bin`` in blocks."""
+        if corpus.dtype != self.dtype:
+            raise UserError(f"{corpus.prefix}: dtype {corpus.dtype.name} differs from the output's {self.dtype.name}")
+        if self._doc_ends[-1] != self._count:
+            self.end_document()
+        end = int(corpus.num_tokens) * self.dtype.itemsize
+        with open(bin_path(corpus.prefix), "rb") as src:
+            remaining = end
+            while remaining:
+                block = src.read(min(_HASH_BLOCK, remaining))
+                if not block:
+                    raise UserError(f"{bin_path(corpus.prefix)}: shorter than its index says")
+                self._fh.write(block)
+                self._hash.update(block)
+                remaining -= len(block)
+        self._lengths.append(np.asarray(corpus.sequence_lengths, dtype=np.int32))
+        self._doc_ends.extend((np.asarray(corpus.document_indices[1:]) + self._count).tolist())
+        self._count += len(corpus)
+        self._tokens += int(corpus.num_tokens)
+
     def _write(self, arr: np.ndarray, lengths: Iterable[int]) -> None:
         if self._stack is None:
             raise RuntimeError("IndexedCorpusWriter must be used as a context manager")

@@ -1,0 +1,163 @@
+"""``extract-wiki`` and ``extract-owt``: raw dumps → documents as JSON lines ``{"id", "title", "text"}``.
+
+The JSONL is what ``build`` and ``train-tokenizer`` read (like WikiExtractor's ``--json`` output and
+Megatron's preprocess_data.py input). Output appears atomically when the whole input has been read.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_tools.atomic import atomic_open
+from data_tools.errors import UserError
+from data_tools.sources import BadInputPolicy, Document
+from data_tools.sources.owt import read_owt
+from data_tools.sources.wiki import Page, iter_articles, page_document
+
+
+@dataclass
+class ExtractResult:
+    """Counts for the summary line."""
+
+    output: str
+    documents: int = 0
+    characters: int = 0
+    pages: int = 0
+    redirects: int = 0
+    other_namespace: int = 0
+    disambiguation: int = 0
+    too_short: int = 0
+    skipped: int = 0
+    elapsed: float = 0.0
+
+    def summary(self) -> str:
+        """One human-readable line."""
+        pages = (
+            f" from {self.pages:,} pages ({self.redirects:,} redirects, {self.other_namespace:,} other namespaces, "
+            f"{self.disambiguation:,} disambiguation, {self.too_short:,} too short dropped)"
+            if self.pages
+            else ""
+        )
+        skipped = f", {self.skipped} bad skipped" if self.skipped else ""
+        return (
+            f"wrote {self.output}: {self.documents:,} documents, {self.characters:,} characters{pages}{skipped} "
+            f"in {self.elapsed:.1f}s"
+        )
+
+
+_HEADINGS = False
+
+
+def _init(headings: bool) -> None:
+    global _HEADINGS
+    _HEADINGS = headings
+
+
+def _clean(page: Page) -> Document:
+    return page_document(page, _HEADINGS)
+
+
+def _write_jsonl(docs: Iterable[Document], output: str | os.PathLike, result: ExtractResult, min_chars: int,
+                 bar: tqdm) -> None:
+    with atomic_open(output, "w", encoding="utf-8") as fh:
+        for doc in docs:
+            bar.update(1)
+            if len(doc.text) < max(min_chars, 1):
+                result.too_short += 1
+                continue
+            record = {"id": doc.id, "title": doc.title, "text": doc.text} if doc.title else {"id": doc.id,
+                                                                                              "text": doc.text}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            result.documents += 1
+            result.characters += len(doc.text)
+    if result.documents == 0:
+        Path(output).unlink(missing_ok=True)
+        raise UserError(f"{output}: no documents extracted (the input holds no article with text)")
+
+
+def extract_wiki(
+    dump: str | os.PathLike,
+    output: str | os.PathLike,
+    workers: int = 1,
+    headings: bool = False,
+    min_chars: int = 1,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract main-namespace articles of a MediaWiki XML dump (``.xml`` or ``.xml.bz2``) to JSONL.
+
+    Args:
+        dump: the dump file.
+        output: JSONL to write.
+        workers: processes cleaning wikitext (reading the XML stays in this process, in order).
+        headings: keep section headings as lines.
+        min_chars: drop articles shorter than this after cleaning.
+        progress: progress bar with pages/s on stderr.
+
+    Returns:
+        counts for the summary.
+    """
+    dump = Path(dump)
+    if not dump.is_file():
+        raise UserError(f"{dump}: dump not found")
+    if workers < 1:
+        raise UserError(f"--workers {workers}: expected at least 1")
+    result = ExtractResult(output=str(output))
+    stats: dict = {}
+    start = time.perf_counter()
+    pages = iter_articles(dump, stats=stats)
+    pool = None
+    try:
+        if workers > 1:
+            pool = mp.get_context("fork").Pool(workers, initializer=_init, initargs=(headings,))
+            docs: Iterator[Document] = pool.imap(_clean, pages, chunksize=8)
+        else:
+            docs = (page_document(p, headings) for p in pages)
+        with tqdm(desc="extract-wiki", unit=" articles", disable=not progress, file=sys.stderr, mininterval=1) as bar:
+            _write_jsonl(docs, output, result, min_chars, bar)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    for key in ("pages", "redirects", "other_namespace", "disambiguation"):
+        setattr(result, key, stats.get(key, 0))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def extract_owt(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    dedup: bool = False,
+    skip_bad: bool = False,
+    min_chars: int = 1,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract OpenWebText (tar of ``.xz`` archives, a folder of them, or a folder of ``.txt``) to JSONL.
+
+    Args:
+        source: archive or folder.
+        output: JSONL to write.
+        dedup: drop exact duplicate documents.
+        skip_bad: skip unsafe members and non-UTF-8 documents (counted) instead of stopping.
+        min_chars: drop documents shorter than this.
+        progress: progress bar on stderr.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"{source}: input not found")
+    policy = BadInputPolicy(skip=skip_bad)
+    result = ExtractResult(output=str(output))
+    start = time.perf_counter()
+    with tqdm(desc="extract-owt", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1) as bar:
+        _write_jsonl(read_owt(source, policy, dedup=dedup), output, result, min_chars, bar)
+    result.skipped = policy.skipped
+    result.elapsed = time.perf_counter() - start
+    return result

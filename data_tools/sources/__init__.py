@@ -1,0 +1,159 @@
+"""Document sources: one module per input kind, each yielding :class:`Document` in input order.
+
+Nothing outside this package knows an input format. :func:`read_documents` picks the reader from the path:
+``.jsonl``/``.json`` (optionally ``.gz``/``.bz2``/``.xz``) → JSON lines, ``.xml``/``.xml.bz2`` → MediaWiki
+dump, ``.tar``/``.tar.*``/``.xz`` → OpenWebText archives, directory → ``.txt`` files (one document each)
+or OpenWebText ``.xz`` archives, anything else → plain text (documents separated by blank lines).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from data_tools.errors import UserError
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: ``id`` says where it came from (page id, ``file:line``, archive member)."""
+
+    id: str
+    text: str
+    title: str = ""
+
+
+@dataclass
+class BadInputPolicy:
+    """What to do with a bad document: raise (default) or, with ``--skip-bad``, count it and go on.
+
+    Attributes:
+        skip: skip bad documents instead of stopping.
+        skipped: how many were skipped.
+        examples: the first few messages, for the summary.
+    """
+
+    skip: bool = False
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def bad(self, message: str) -> None:
+        """Report a bad document: raises ``UserError(message)`` unless skipping."""
+        if not self.skip:
+            raise UserError(message)
+        self.skipped += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+            print(f"warning: skipped: {message}", file=sys.stderr)
+
+    def summary(self) -> str:
+        """One line for the end-of-run summary ("" when nothing was skipped)."""
+        return f"skipped {self.skipped} bad document(s) (--skip-bad)" if self.skipped else ""
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading bytes, decompressing ``.gz``/``.bz2``/``.xz`` transparently."""
+    try:
+        opener = COMPRESSED.get(path.suffix.lower())
+        return opener(path, "rb") if opener else open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: input file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def decompress_error(path: Path, exc: BaseException) -> UserError:
+    """A one-line error for a truncated or corrupt compressed/unreadable input."""
+    if isinstance(exc, EOFError):
+        what = "truncated (compressed stream ends early)"
+    elif isinstance(exc, (lzma.LZMAError, zlib.error)) or "invalid data stream" in str(exc).lower():
+        what = f"corrupt compressed data ({exc})"
+    else:
+        what = f"read error ({exc})"
+    return UserError(f"{path}: {what}")
+
+
+def input_kind(path: Path) -> str:
+    """Name the reader for ``path``: ``jsonl``, ``wiki``, ``owt`` or ``text``."""
+    name = path.name.lower()
+    stem = name
+    for ext in (".gz", ".bz2", ".xz"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+    if path.is_dir():
+        return "owt" if any(path.glob("*.xz")) else "text"
+    if stem.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    if stem.endswith(".xml"):
+        return "wiki"
+    if stem.endswith(".tar") or name.endswith((".tgz", ".xz")):
+        return "owt"
+    return "text"
+
+
+def read_documents(
+    paths: list[str | os.PathLike] | str | os.PathLike,
+    json_key: str = "text",
+    policy: BadInputPolicy | None = None,
+    kind: str = "auto",
+) -> Iterator[Document]:
+    """Yield the documents of every input in order.
+
+    Args:
+        paths: input files or directories.
+        json_key: the JSONL field holding the text.
+        policy: bad-document handling (default: raise on the first).
+        kind: ``auto`` (from the path), ``jsonl``, ``text``, ``wiki`` or ``owt``.
+
+    Raises:
+        UserError: bad input (unless skipped), or no document at all.
+    """
+    from data_tools.sources import jsonl, owt, text, wiki
+
+    policy = policy or BadInputPolicy()
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    readers = {
+        "jsonl": lambda p: jsonl.read_jsonl(p, json_key, policy),
+        "text": lambda p: text.read_text(p, policy),
+        "wiki": lambda p: wiki.read_wiki(p, policy),
+        "owt": lambda p: owt.read_owt(p, policy),
+    }
+    if kind != "auto" and kind not in readers:
+        raise UserError(f"--input-kind {kind!r}: expected auto, {', '.join(readers)}")
+    count = 0
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p}: input not found")
+        for doc in readers[input_kind(p) if kind == "auto" else kind](p):
+            count += 1
+            yield doc
+    if count == 0:
+        raise UserError(f"{', '.join(map(str, paths))}: no documents found (empty input)")
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """Decode ``data`` as UTF-8 or raise a UserError naming ``where`` and the bad byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where}: not UTF-8 (invalid byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+__all__ = ["Document", "BadInputPolicy", "read_documents", "open_binary", "decode_utf8", "input_kind"]

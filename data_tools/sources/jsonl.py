@@ -1,0 +1,54 @@
+"""JSON lines: one object per line, the text under ``--json-key`` (Megatron's preprocess_data.py input)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from data_tools.errors import UserError
+from data_tools.sources import DECOMPRESS_ERRORS, BadInputPolicy, Document, decompress_error, open_binary
+
+
+def read_jsonl(path: Path, json_key: str = "text", policy: BadInputPolicy | None = None) -> Iterator[Document]:
+    """Yield one document per non-blank line of ``path`` (``.gz``/``.bz2``/``.xz`` decompressed).
+
+    Raises:
+        UserError: ``file:line`` and what was wrong (bad JSON, not an object, missing or non-string key,
+            non-UTF-8 bytes), unless ``policy.skip``; a truncated/corrupt compressed file always.
+    """
+    policy = policy or BadInputPolicy()
+    lineno = 0
+    with open_binary(path) as fh:
+        try:
+            for lineno, raw in enumerate(fh, 1):  # noqa: B007 - lineno is used after the loop for errors
+                if not raw.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    policy.bad(f"{where}: not UTF-8 (invalid byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    policy.bad(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
+                    continue
+                if not isinstance(obj, dict):
+                    policy.bad(f"{where}: expected a JSON object with key {json_key!r}, got {type(obj).__name__}")
+                    continue
+                if json_key not in obj:
+                    keys = ", ".join(list(obj)[:8])
+                    policy.bad(f"{where}: missing key {json_key!r} (keys: {keys}); choose one with --json-key")
+                    continue
+                text = obj[json_key]
+                if not isinstance(text, str):
+                    policy.bad(f"{where}: key {json_key!r} holds {type(text).__name__}, expected a string")
+                    continue
+                doc_id = obj.get("id", where)
+                yield Document(id=str(doc_id), text=text, title=str(obj.get("title", "")))
+        except UserError:
+            raise
+        except DECOMPRESS_ERRORS as exc:
+            raise decompress_error(path, exc) from None
