@@ -1,0 +1,406 @@
+"""Masked-LM samples over indexed corpora: a cached sample index, BERT/RoBERTa sample making, and blending.
+
+A sample is a run of consecutive sentences ``[first, end)`` of one corpus (``data_tools.indexed``). Like
+Megatron's cached sample maps (``*_indexmap_*.npy``) the runs are computed once and cached beside the corpus
+as ``PREFIX.<key>.npy``, written atomically; row 0 holds the corpus' signature (sequences, documents, tokens)
+so that a rebuilt corpus invalidates its cache. Everything random is seeded from (seed, sample id[, epoch]),
+never from call order, so any sample can be made on any rank, in any order, and again after a resume.
+
+Styles:
+- ``bert`` (Devlin et al. 2019, Megatron's BERT dataset): runs stay within a document and aim at
+  ``max_seq_len - 3`` tokens (10% of the time a shorter random target, ``short_seq_prob``). A run is split at
+  a random sentence into segments A and B: ``[CLS] A [SEP] B [SEP]``, token types 0/1. With NSP, half of the
+  samples replace B by sentences from a random other document (label 1). The pair is truncated as BERT does.
+- ``roberta`` (Liu et al. 2019, FULL-SENTENCES): runs fill ``max_seq_len - 2`` tokens and cross document
+  boundaries, with an extra separator between documents; no NSP, token types all 0.
+
+Masking (``pretrain.masking``) is dynamic: ``get(sample_id, epoch)`` masks with an RNG seeded by
+(seed, sample_id, epoch), so every epoch sees a fresh mask. Samples are padded to ``max_seq_len``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_tools.atomic import atomic_path
+from data_tools.errors import UserError
+from data_tools.indexed import IndexedCorpus, resolve_prefixes
+from data_tools.tokenizer import Tokenizer
+from pretrain.masking import IGNORE, Masker, MaskingConfig
+
+log = logging.getLogger(__name__)
+
+STYLES = ("bert", "roberta")
+INDEX_VERSION = 1
+# Separate RNG streams, so that the sample structure and the mask never share draws.
+_STREAM_INDEX, _STREAM_PAIR, _STREAM_MASK = 1, 2, 3
+
+
+def _signature(corpus: IndexedCorpus) -> np.ndarray:
+    return np.array([len(corpus), corpus.num_documents, corpus.num_tokens], dtype=np.int64)
+
+
+def _index_key(style: str, max_seq_len: int, seed: int, short_seq_prob: float) -> str:
+    if style == "roberta":  # greedy packing: no randomness
+        params = f"v{INDEX_VERSION}-roberta-L{max_seq_len}"
+    else:
+        params = f"v{INDEX_VERSION}-bert-L{max_seq_len}-s{seed}-p{short_seq_prob!r}"
+    return f"mlm_{style}_L{max_seq_len}_{hashlib.sha1(params.encode()).hexdigest()[:10]}"
+
+
+def build_sample_index(
+    corpus: IndexedCorpus, style: str, max_seq_len: int, seed: int = 1234, short_seq_prob: float = 0.1
+) -> np.ndarray:
+    """The runs of sentences that make the samples of one corpus.
+
+    Args:
+        corpus: the indexed corpus.
+        style: "bert" (runs within documents, random short targets) or "roberta" (greedy packing).
+        max_seq_len: sequence length including special tokens.
+        seed: seeds BERT's short-target draws.
+        short_seq_prob: BERT: probability of a random shorter target length.
+
+    Returns:
+        int64 ``[N, 3]``: ``first`` sentence, ``end`` sentence (exclusive), and the target token count.
+    """
+    lengths = np.asarray(corpus.sequence_lengths, dtype=np.int64)
+    cum = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=cum[1:])
+    docs = np.asarray(corpus.document_indices, dtype=np.int64)
+    rows: list[tuple[int, int, int]] = []
+    if style == "roberta":
+        capacity = max_seq_len - 2
+        # A sentence that starts a document (other than the first) costs one more token: the separator.
+        eff = lengths.copy()
+        starts = docs[1:-1][docs[1:-1] < len(lengths)]
+        eff[starts] += 1
+        ecum = np.zeros(len(eff) + 1, dtype=np.int64)
+        np.cumsum(eff, out=ecum[1:])
+        i, n = 0, len(lengths)
+        with tqdm(total=n, desc=f"sample index {Path(corpus.prefix).name}", unit="sent", disable=n < 200_000) as bar:
+            while i < n:
+                j = int(np.searchsorted(ecum, ecum[i] + capacity, side="right")) - 1
+                j = min(max(j, i + 1), n)
+                if cum[j] > cum[i]:
+                    rows.append((i, j, capacity))
+                bar.update(j - i)
+                i = j
+    else:
+        max_tokens = max_seq_len - 3
+        rng = np.random.default_rng([seed, _STREAM_INDEX])
+        for d in tqdm(range(len(docs) - 1), desc=f"sample index {Path(corpus.prefix).name}", unit="doc",
+                      disable=len(docs) < 50_000):
+            i, end = int(docs[d]), int(docs[d + 1])
+            while i < end:
+                target = max_tokens
+                if rng.random() < short_seq_prob:
+                    target = int(rng.integers(2, max_tokens + 1))
+                j = int(np.searchsorted(cum, cum[i] + target, side="left"))
+                j = min(max(j, i + 1), end)
+                if cum[j] > cum[i]:
+                    rows.append((i, j, target))
+                i = j
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def load_or_build_index(
+    corpus: IndexedCorpus,
+    style: str,
+    max_seq_len: int,
+    seed: int = 1234,
+    short_seq_prob: float = 0.1,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """:func:`build_sample_index`, cached as ``.npy`` beside the corpus (or in ``cache_dir``).
+
+    The file appears atomically (write to a temp file, then rename), so concurrent ranks building the same
+    index are safe and a killed build leaves nothing that looks complete. A cache whose corpus signature
+    does not match (the corpus was rebuilt) is rebuilt.
+    """
+    key = _index_key(style, max_seq_len, seed, short_seq_prob)
+    base = Path(corpus.prefix)
+    path = (Path(cache_dir) / f"{base.name}.{key}.npy") if cache_dir else base.with_name(f"{base.name}.{key}.npy")
+    signature = _signature(corpus)
+    if path.is_file():
+        try:
+            cached = np.load(path, mmap_mode="r", allow_pickle=False)
+            if cached.ndim == 2 and cached.shape[1] == 3 and np.array_equal(cached[0], signature):
+                return cached[1:]
+            log.warning("%s: sample index is for another version of the corpus; rebuilding", path)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable sample index (%s); rebuilding", path, exc)
+    index = build_sample_index(corpus, style, max_seq_len, seed, short_seq_prob)
+    table = np.concatenate([signature[None, :], index])
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, table, allow_pickle=False)
+    except (OSError, UserError) as exc:
+        log.warning("%s: cannot cache the sample index (%s); keeping it in memory", path, exc)
+    return index
+
+
+def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator):
+    """BERT's ``truncate_seq_pair``: shorten the longer segment one token at a time, each from the front or
+    the back with equal odds, until both fit. Computed in closed form: the final lengths, then a binomial
+    front/back split of each segment's removals (the same distribution as the token-by-token loop)."""
+    la, lb = len(a), len(b)
+    excess = la + lb - max_tokens
+    if excess <= 0:
+        return a, b
+    if la > lb and la - lb >= excess:
+        fa, fb = la - excess, lb
+    elif lb >= la and lb - la >= excess:
+        fa, fb = la, lb - excess
+    else:  # both end up about half; on ties BERT shortens B first, so A keeps the odd token
+        fa, fb = max_tokens - max_tokens // 2, max_tokens // 2
+
+    def cut(x: np.ndarray, keep: int) -> np.ndarray:
+        drop = len(x) - keep
+        front = int(rng.binomial(drop, 0.5)) if drop else 0
+        return x[front : front + keep]
+
+    return cut(a, fa), cut(b, fb)
+
+
+class MLMDataset(torch.utils.data.Dataset):
+    """Masked-LM samples over one or more indexed corpora (concatenated in the order given).
+
+    Args:
+        prefixes: corpus prefixes (a sharded prefix ``p`` expands to ``p_00000``, ``p_00001``, …).
+        tokenizer: the tokenizer the corpora were built with (checked against their ``.meta.json``).
+        max_seq_len: sample length including special tokens; samples are padded to it.
+        style: "bert" or "roberta" (see the module docstring).
+        nsp: next-sentence prediction labels (BERT style only).
+        seed: seeds the sample index, the pair structure and the masks.
+        masking: masking options (default: BERT's 15%, 80/10/10, no whole-word).
+        short_seq_prob: BERT: share of samples with a random shorter target length.
+        cache_dir: where to cache sample indices (default: beside each corpus).
+
+    ``ds[i]`` with ``i >= len(ds)`` means sample ``i % len(ds)`` in epoch ``i // len(ds)`` (how
+    :class:`pretrain.sampler.RankSampler` numbers samples of later epochs); ``ds.get(i, epoch)`` is explicit.
+    """
+
+    def __init__(
+        self,
+        prefixes: str | Sequence[str],
+        tokenizer: Tokenizer,
+        max_seq_len: int = 128,
+        style: str = "bert",
+        nsp: bool = False,
+        seed: int = 1234,
+        masking: MaskingConfig | None = None,
+        short_seq_prob: float = 0.1,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if style not in STYLES:
+            raise UserError(f"data.style: got {style!r}, expected one of {', '.join(STYLES)}")
+        if nsp and style != "bert":
+            raise UserError("data.nsp: next-sentence prediction needs data.style='bert'")
+        if max_seq_len < 8:
+            raise UserError(f"data.max_seq_len: got {max_seq_len}, expected at least 8")
+        if isinstance(prefixes, (str, os.PathLike)):
+            prefixes = [prefixes]
+        self.prefixes = [p for prefix in prefixes for p in resolve_prefixes(prefix)]
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.style = style
+        self.nsp = nsp
+        self.seed = seed
+        self.masking = masking or MaskingConfig()
+        self.corpora = [IndexedCorpus(p, validate=False) for p in self.prefixes]
+        for corpus in self.corpora:
+            _check_tokenizer(corpus, tokenizer)
+        self.indices = [
+            np.asarray(load_or_build_index(c, style, max_seq_len, seed, short_seq_prob, cache_dir))
+            for c in self.corpora
+        ]
+        self.offsets = np.cumsum([0] + [len(ix) for ix in self.indices])
+        if self.offsets[-1] == 0:
+            raise UserError(f"{self.prefixes[0]}: the corpus has no tokens to make samples from")
+        self.masker = Masker(
+            self.masking,
+            tokenizer.vocab_size,
+            tokenizer.mask_id,
+            tokenizer.special_ids,
+            tokenizer.word_start_mask() if self.masking.whole_word else None,
+        )
+        self._doc_start = [self._doc_starts(c) for c in self.corpora] if style == "roberta" else None
+
+    @staticmethod
+    def _doc_starts(corpus: IndexedCorpus) -> np.ndarray:
+        starts = np.zeros(len(corpus) + 1, dtype=bool)
+        starts[np.asarray(corpus.document_indices[:-1])] = True
+        return starts
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        n = len(self)
+        return self.get(int(i) % n, int(i) // n)
+
+    def locate(self, sample_id: int) -> tuple[int, np.ndarray]:
+        """``(corpus number, [first, end, target])`` of a sample."""
+        c = int(np.searchsorted(self.offsets, sample_id, side="right")) - 1
+        return c, self.indices[c][sample_id - self.offsets[c]]
+
+    def get(self, sample_id: int, epoch: int = 0) -> dict[str, np.ndarray]:
+        """Sample ``sample_id`` as masked in ``epoch``.
+
+        Returns:
+            int64 arrays of length ``max_seq_len``: ``input_ids`` (masked), ``attention_mask``,
+            ``token_type_ids``, ``mlm_labels`` (-100 where nothing is predicted); with NSP also
+            ``nsp_labels`` (0-d: 0 = B follows A, 1 = B is random).
+        """
+        if not 0 <= sample_id < len(self):
+            raise IndexError(f"sample {sample_id} out of range for a dataset of {len(self)} samples")
+        c, (first, end, target) = self.locate(sample_id)
+        tok = self.tokenizer
+        if self.style == "roberta":
+            tokens, types, nsp_label = self._roberta_tokens(c, int(first), int(end)), None, None
+        else:
+            tokens, types, nsp_label = self._bert_tokens(c, sample_id, int(first), int(end), int(target))
+        rng = np.random.default_rng([self.seed, _STREAM_MASK, sample_id, epoch])
+        input_ids, labels = self.masker(tokens, rng)
+        length = len(input_ids)
+        pad = self.max_seq_len - length
+        out = {
+            "input_ids": np.pad(input_ids, (0, pad), constant_values=tok.pad_id),
+            "attention_mask": np.pad(np.ones(length, dtype=np.int64), (0, pad)),
+            "token_type_ids": np.pad(types if types is not None else np.zeros(length, np.int64), (0, pad)),
+            "mlm_labels": np.pad(labels, (0, pad), constant_values=IGNORE),
+        }
+        if self.nsp:
+            out["nsp_labels"] = np.array(nsp_label, dtype=np.int64)
+        return out
+
+    def _roberta_tokens(self, c: int, first: int, end: int) -> np.ndarray:
+        corpus, starts, tok = self.corpora[c], self._doc_start[c], self.tokenizer
+        parts = [np.array([tok.cls_id])]
+        for k in range(first, end):
+            if k > first and starts[k]:
+                parts.append(np.array([tok.sep_id]))  # between documents
+            parts.append(corpus[k])
+        body = np.concatenate(parts).astype(np.int64)[: self.max_seq_len - 1]
+        return np.concatenate([body, [tok.sep_id]])
+
+    def _bert_tokens(self, c: int, sample_id: int, first: int, end: int, target: int):
+        corpus, tok = self.corpora[c], self.tokenizer
+        rng = np.random.default_rng([self.seed, _STREAM_PAIR, sample_id])  # static across epochs
+        sentences = [corpus[k] for k in range(first, end)]
+        split = int(rng.integers(1, len(sentences))) if len(sentences) > 1 else 1
+        a = np.concatenate(sentences[:split]).astype(np.int64)
+        b = np.concatenate(sentences[split:]).astype(np.int64) if split < len(sentences) else np.zeros(0, np.int64)
+        nsp_label = 0
+        if self.nsp and corpus.num_documents > 1 and (len(b) == 0 or rng.random() < 0.5):
+            b = self._random_segment(c, rng, first, max(1, target - len(a)))
+            nsp_label = 1
+        a, b = _truncate_pair(a, b, self.max_seq_len - 3, rng)
+        if len(b) == 0:
+            tokens = np.concatenate([[tok.cls_id], a, [tok.sep_id]])
+            types = np.zeros(len(tokens), dtype=np.int64)
+        else:
+            tokens = np.concatenate([[tok.cls_id], a, [tok.sep_id], b, [tok.sep_id]])
+            types = np.concatenate([np.zeros(len(a) + 2, np.int64), np.ones(len(b) + 1, np.int64)])
+        return tokens.astype(np.int64), types, nsp_label
+
+    def _random_segment(self, c: int, rng: np.random.Generator, sentence: int, target: int) -> np.ndarray:
+        """Sentences from a random other document, from a random start, until ``target`` tokens (BERT)."""
+        corpus = self.corpora[c]
+        docs = corpus.document_indices
+        own = int(np.searchsorted(docs, sentence, side="right")) - 1
+        other = int(rng.integers(0, corpus.num_documents - 1))
+        other += other >= own
+        start, stop = int(docs[other]), int(docs[other + 1])
+        if stop == start:
+            return np.zeros(0, np.int64)
+        parts, total = [], 0
+        for k in range(int(rng.integers(start, stop)), stop):
+            parts.append(corpus[k])
+            total += len(parts[-1])
+            if total >= target:
+                break
+        return np.concatenate(parts).astype(np.int64)
+
+
+def _check_tokenizer(corpus: IndexedCorpus, tokenizer: Tokenizer) -> None:
+    meta = corpus.meta
+    info = (meta or {}).get("tokenizer") or {}
+    where = f"{corpus.prefix}.meta.json"
+    if info.get("fingerprint") and info["fingerprint"] != tokenizer.fingerprint:
+        raise UserError(
+            f"{where}: corpus was built with another tokenizer (fingerprint {info['fingerprint']}, "
+            f"{info.get('vocab_size')} ids) than {tokenizer.path} (fingerprint {tokenizer.fingerprint}, "
+            f"{tokenizer.vocab_size} ids)"
+        )
+    if info.get("vocab_size") and int(info["vocab_size"]) > tokenizer.vocab_size:
+        raise UserError(
+            f"{where}: corpus vocabulary has {info['vocab_size']} ids, the tokenizer {tokenizer.path} only "
+            f"{tokenizer.vocab_size}"
+        )
+
+
+class BlendedDataset(torch.utils.data.Dataset):
+    """Mix several datasets with weights (Megatron's ``--data-path w1 p1 w2 p2``).
+
+    Sample ``i`` comes from dataset ``choice[i]``, where ``choice`` holds each dataset ``round(w * size)``
+    times in a seeded random order; a dataset drawn more often than its length starts a new epoch of its
+    own (fresh masks).
+
+    Args:
+        datasets: the datasets (each with ``get(sample_id, epoch)``).
+        weights: positive weights, normalised here.
+        size: number of samples of the blend (default: the sum of the datasets' lengths).
+        seed: seeds the order.
+    """
+
+    def __init__(self, datasets: Sequence[MLMDataset], weights: Sequence[float], size: int | None = None,
+                 seed: int = 1234):
+        if len(datasets) != len(weights) or not datasets:
+            raise UserError(f"data.weights: expected one weight per dataset ({len(datasets)}), got {len(weights)}")
+        w = np.asarray(weights, dtype=np.float64)
+        if (w <= 0).any() or not np.isfinite(w).all():
+            raise UserError(f"data.weights: expected positive numbers, got {list(weights)}")
+        w = w / w.sum()
+        self.datasets = list(datasets)
+        size = int(size if size is not None else sum(len(d) for d in datasets))
+        counts = np.floor(w * size).astype(np.int64)
+        # Largest remainders get the leftover samples, so the counts sum to size exactly.
+        counts[np.argsort(-(w * size - counts))[: size - counts.sum()]] += 1
+        rng = np.random.default_rng([seed, 7])
+        self.choice = rng.permutation(np.repeat(np.arange(len(datasets)), counts))
+        # rank of each sample among those of its dataset: which of that dataset's samples it is
+        self.rank = np.zeros(size, dtype=np.int64)
+        for d in range(len(datasets)):
+            where = np.flatnonzero(self.choice == d)
+            self.rank[where] = np.arange(len(where))
+        self.nsp = all(getattr(d, "nsp", False) for d in datasets)
+
+    def __len__(self) -> int:
+        return len(self.choice)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        n = len(self)
+        return self.get(int(i) % n, int(i) // n)
+
+    def get(self, sample_id: int, epoch: int = 0) -> dict[str, np.ndarray]:
+        """Sample ``sample_id`` of the blend in (blend) ``epoch``."""
+        ds = self.datasets[self.choice[sample_id]]
+        r = int(self.rank[sample_id])
+        local_len = len(ds)
+        return ds.get(r % local_len, epoch + r // local_len)
+
+
+def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack samples (already padded to one length) into int64 tensors ``[B, T]`` (``nsp_labels``: ``[B]``)."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
