@@ -535,6 +535,7 @@ class IndexedCorpusWriter:
                         dtype=self.dtype.name,
                         documents=len(docs) - 1,
                         sequences=len(lengths),
+                        sentences=len(lengths),  # INTERFACES.md name: one sequence per sentence
                         tokens=self._tokens,
                         checksums={
                             "bin_sha256": self._hash.hexdigest(),
