@@ -17,8 +17,19 @@ from typing import IO, Any
 from data_tools.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _tmp_name(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes 0600 files; the final file should get the permissions a plain open() would give it.
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(name)
 
