@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
         result = run(cfg, local_rank=local_rank)
     finally:
         shutdown_distributed()
-    if result.eval is not None and (result.losses or result.step):
+    if result.rank == 0 and result.eval is not None:
         print(f"final step {result.step}: eval mlm_loss={result.eval['mlm_loss']:.4f} "
               f"accuracy={result.eval['accuracy']:.4f}")
 

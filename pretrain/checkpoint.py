@@ -147,7 +147,7 @@ def remove_unfinished(run_dir: str | Path, rank: int) -> None:
 
 
 def load(engine, run_dir: str | Path, tag: str, rank: int) -> dict[str, Any]:
-    """Load a checkpoint into the engine (weights, optimizer, LR schedule) and this rank's RNG states.
+    """Load a checkpoint into the engine (weights, optimizer, LR schedule); read this rank's RNG states.
 
     Args:
         engine: The DeepSpeed engine, built with the same model and world size as the saving run.
@@ -155,7 +155,8 @@ def load(engine, run_dir: str | Path, tag: str, rank: int) -> dict[str, Any]:
         tag: From ``resolve_tag``.
         rank: This process's global rank.
     Returns:
-        The client state given to ``save``.
+        The client state given to ``save``, plus ``"rng"`` (this rank's RNG states, when saved with the
+        same world size): pass it to ``set_rng_state`` right before the next step.
     """
     root = checkpoints_dir(run_dir)
     path, client = engine.load_checkpoint(
@@ -165,7 +166,7 @@ def load(engine, run_dir: str | Path, tag: str, rank: int) -> dict[str, Any]:
         raise UserError(f"{root / tag}: DeepSpeed could not load this checkpoint (incomplete or another model)")
     rank_file = root / tag / f"trainer_state_rank{rank}.pt"
     if rank_file.exists():
-        set_rng_state(torch.load(rank_file, weights_only=False)["rng"])
+        client = {**client, "rng": torch.load(rank_file, weights_only=False)["rng"]}
     return client
 
 

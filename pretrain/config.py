@@ -160,6 +160,9 @@ class TrainConfig(_Section):
     peak_tflops: float | None = Field(None, gt=0.0)
     """Peak device TFLOP/s for the MFU estimate; None = a known GPU's or a measured CPU matmul peak."""
     progress: bool = True
+    log_sample_ids: bool = False
+    """Record the sample ids each rank trained on, per step, in RUN_DIR/sample_ids/rank<R>.jsonl (a data-order
+    audit: which samples a step saw, that ranks never overlap, what a resumed run repeats)."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

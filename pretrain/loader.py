@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from data_tools.errors import UserError
@@ -19,7 +20,7 @@ from pretrain.config import RunConfig
 from pretrain.engine import DistEnv
 
 
-def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[str]:
+def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[list[str]]:
     """Expand shard prefixes and check each corpus was built with this tokenizer.
 
     Args:
@@ -27,9 +28,10 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[st
         tokenizer: The run's tokenizer.
         key: Config key, for messages.
     Returns:
-        The concrete prefixes. UserError on a missing corpus or a vocabulary mismatch.
+        The concrete (shard) prefixes of each configured prefix. UserError on a missing corpus or a
+        vocabulary mismatch.
     """
-    out = []
+    out: list[list[str]] = []
     for i, prefix in enumerate(prefixes):
         try:
             shards = resolve_prefixes(prefix)
@@ -50,21 +52,30 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[st
                     f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
                     f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
                 )
-            out.append(shard)
+        out.append(shards)
     return out
 
 
-def _dataset(cfg: RunConfig, prefixes: list[str], weights: list[float] | None, tokenizer: Tokenizer):
-    from pretrain.samples import MLMDataset
+def _dataset(cfg: RunConfig, prefixes: list[list[str]], weights: list[float] | None, tokenizer: Tokenizer):
+    """One ``MLMDataset`` over all prefixes, or a ``BlendedDataset`` of one per prefix when weighted."""
+    from pretrain.masking import MaskingConfig
+    from pretrain.samples import BlendedDataset, MLMDataset
 
     d = cfg.data
-    return MLMDataset(prefixes, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp,
-                      seed=cfg.train.seed, mask_prob=d.mask_prob, whole_word_mask=d.whole_word_mask,
-                      weights=weights)
+    masking = MaskingConfig(mask_prob=d.mask_prob, whole_word=d.whole_word_mask)
+
+    def make(ps: list[str]) -> MLMDataset:
+        return MLMDataset(ps, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp, seed=cfg.train.seed,
+                          masking=masking)
+
+    if weights is None:
+        return make([p for group in prefixes for p in group])
+    return BlendedDataset([make(group) for group in prefixes], weights, seed=cfg.train.seed)
 
 
 class _ById(torch.utils.data.Dataset):
-    """Map the sampler's running sample number onto (sample id, epoch): each epoch re-masks (dynamic masking)."""
+    """Sampler numbers ``epoch × size + id`` → the sample masked for that epoch (dynamic masking), tagged with
+    its number so the trainer can record which samples each rank saw."""
 
     def __init__(self, ds, size: int):
         self.ds, self.size = ds, size
@@ -72,8 +83,10 @@ class _ById(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, n: int):
-        return self.ds.get(n % self.size, epoch=n // self.size)
+    def __getitem__(self, n: int) -> dict[str, np.ndarray]:
+        sample = self.ds.get(n % self.size, epoch=n // self.size)
+        sample["sample_id"] = np.int64(n)
+        return sample
 
 
 class TrainData:
@@ -83,9 +96,8 @@ class TrainData:
         self.cfg, self.dist = cfg, dist
         d = cfg.data
         self.tokenizer = load_tokenizer(d.tokenizer)
-        train_prefixes = check_corpus(d.prefixes, self.tokenizer, "data.prefixes")
-        weights = d.weights if d.weights is None or len(train_prefixes) == len(d.prefixes) else None
-        self.train = _dataset(cfg, train_prefixes, weights, self.tokenizer)
+        self.train = _dataset(cfg, check_corpus(d.prefixes, self.tokenizer, "data.prefixes"), d.weights,
+                              self.tokenizer)
         n = len(self.train)
         if d.eval_prefixes:
             self.eval = _dataset(cfg, check_corpus(d.eval_prefixes, self.tokenizer, "data.eval_prefixes"),

@@ -47,6 +47,9 @@ class TrainResult:
     """Mean training loss of each logged step (rank 0; empty on other ranks)."""
     last_tag: str | None = None
     eval: dict[str, float] | None = None
+    rank: int = 0
+    model: torch.nn.Module | None = None
+    """The trained module (under ZeRO-3 its parameters stay partitioned)."""
 
 
 def _check_output_dir(cfg: RunConfig) -> str | None:
@@ -154,9 +157,13 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     total = cfg.total_steps()
     ga = engine.gradient_accumulation_steps()
     monitor = Monitor(cfg, run_dir, dist, model, start_step=step, total_steps=total)
-    result = TrainResult(run_dir=run_dir, step=step)
+    result = TrainResult(run_dir=run_dir, step=step, rank=dist.rank, model=model)
+    ids_log = _SampleIdLog(run_dir, dist.rank, step) if cfg.train.log_sample_ids else None
     batches = data.train_batches(consumed)
     exit_early = False
+    if resume_tag is not None and "rng" in client:
+        # Last thing before the first step: anything above may draw random numbers.
+        checkpoint.set_rng_state(client["rng"])
     while step < total and not exit_early:
         stats = torch.zeros(7, dtype=torch.float64)  # loss, mlm, adv, overflow, correct, count, tokens
         wait = 0.0
@@ -165,6 +172,9 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
             tw = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - tw
+            ids = batch.pop("sample_id")
+            if ids_log is not None:
+                ids_log.add(step + 1, ids)
             sync_ascent_scale(engine, model)
             out = engine(**_to_device(batch, engine.device))
             engine.backward(out.loss)
@@ -183,9 +193,9 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         exit_early = bool(cfg.train.exit_interval and step % cfg.train.exit_interval == 0 and step < total)
         due = cfg.train.save_interval and step % cfg.train.save_interval == 0
         if due or step == total or exit_early:
-            client = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
+            state = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
                       "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict()}
-            result.last_tag = checkpoint.save(engine, run_dir, step, client, dist.rank, cfg.train.keep_last)
+            result.last_tag = checkpoint.save(engine, run_dir, step, state, dist.rank, cfg.train.keep_last)
     if step >= total and (not cfg.train.eval_interval or step % cfg.train.eval_interval):
         result.eval = evaluate(engine, data, cfg, dist)
         monitor.eval(step, result.eval)
@@ -195,6 +205,20 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     if hasattr(engine, "destroy"):
         engine.destroy()
     return result
+
+
+class _SampleIdLog:
+    """Appends ``{"step": s, "ids": [...]}`` lines per rank; lines past the resumed step are dropped."""
+
+    def __init__(self, run_dir: Path, rank: int, start_step: int):
+        self.path = run_dir / "sample_ids" / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start_step))
+
+    def add(self, step: int, ids: torch.Tensor) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, "ids": ids.tolist()}) + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

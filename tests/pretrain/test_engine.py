@@ -1,0 +1,129 @@
+"""The trainer in-process (world size 1): every CPU-runnable DeepSpeed config, exact resume, export, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from engine_kit import CONFIGS, free_port, metrics, tiny_config, tiny_corpus
+
+from data_tools.errors import UserError
+from data_tools.tokenizer import load_tokenizer
+from pretrain import checkpoint
+from pretrain.config import build_config
+from pretrain.train import build_export_model, run
+
+ALL_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.json"))
+CPU_CONFIGS = [c for c in ALL_CONFIGS if "fp16" not in c]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_process(tmp_path_factory):
+    torch.set_num_threads(1)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def _train(tmp_path, corpus, name="run", ds="zero2_fp32.json", **sections):
+    raw = tiny_config(tmp_path, corpus, ds, **sections)
+    raw["train"]["output_dir"] = str(tmp_path / name)
+    return run(build_config(raw))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ds_config", CPU_CONFIGS)
+def test_every_cpu_deepspeed_config_trains(tmp_path, corpus, ds_config):
+    optim = {"name": "cpu_adam"} if "offload" in ds_config else {}
+    result = _train(tmp_path, corpus, ds=ds_config, optim=optim, train={"train_steps": 3, "save_interval": 0})
+    rows = metrics(result.run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    assert checkpoint.read_latest(result.run_dir) == "step_3"
+    # The checkpoint consolidates (ZeRO shards → fp32) into exactly the model's parameters.
+    state = checkpoint.consolidated_state_dict(result.run_dir, "step_3")
+    cfg = build_config(json.loads((result.run_dir / "config.json").read_text()))
+    model = build_export_model(cfg, load_tokenizer(corpus[1]))
+    model.load_state_dict(state, strict=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 configs run on a GPU there")
+@pytest.mark.parametrize("ds_config", [c for c in ALL_CONFIGS if "fp16" in c])
+def test_fp16_configs_refused_on_cpu(tmp_path, corpus, ds_config):
+    with pytest.raises(UserError, match="fp16.enabled needs a CUDA device"):
+        _train(tmp_path, corpus, ds=ds_config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_exact_resume(tmp_path, corpus):
+    # ALUM on and dropout on: the resumed steps must redraw exactly the same noise and dropout masks.
+    opts = dict(alum={"enabled": True}, model={"dropout": 0.1}, train={"train_steps": 6, "save_interval": 2})
+    straight = _train(tmp_path, corpus, "straight", **opts)
+    first = _train(tmp_path, corpus, "resumed", **{**opts, "train": {**opts["train"], "exit_interval": 3}})
+    assert first.step == 3 and checkpoint.read_latest(first.run_dir) == "step_3"
+    resumed = _train(tmp_path, corpus, "resumed", **opts)
+    assert resumed.step == 6
+    a, b = metrics(straight.run_dir), metrics(resumed.run_dir)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert all(r["adv_loss"] > 0 for r in b)
+    wa = checkpoint.consolidated_state_dict(straight.run_dir, "step_6")
+    wb = checkpoint.consolidated_state_dict(resumed.run_dir, "step_6")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # keep_last=3 (default) with saves at 2, 3 (exit), 4, 6: the oldest was removed.
+    assert sorted(p.name for p in checkpoint.complete_tags(resumed.run_dir)) == ["step_3", "step_4", "step_6"]
+
+
+@pytest.mark.slow
+def test_export_logits_and_logs(tmp_path, corpus):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from pretrain.__main__ import export
+
+    result = _train(tmp_path, corpus, alum={"enabled": True}, train={"train_steps": 4, "eval_interval": 2})
+    out = export(result.run_dir, tmp_path / "hf")
+    hf = AutoModelForMaskedLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = torch.tensor([tok("the government said the economy grew")["input_ids"]])
+    ours = result.model.to_hf().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+    evals = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
+             if "eval_mlm_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(math.isclose(r["eval_perplexity"], math.exp(r["eval_mlm_loss"])) for r in evals)
+    acc = EventAccumulator(str(result.run_dir / "tensorboard")).Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/mlm_loss", "train/adv_loss", "train/ascent_overflows", "train/lr",
+                "train/loss_scale", "train/grad_norm", "perf/samples_per_sec", "perf/tokens_per_sec", "perf/mfu",
+                "eval/mlm_loss", "eval/perplexity", "eval/accuracy"):
+        assert tag in tags, tag
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    resolved = json.loads((result.run_dir / "config.json").read_text())
+    assert resolved["alum"]["enabled"] is True and resolved["train"]["train_steps"] == 4
+
+
+def test_export_errors(tmp_path, corpus):
+    from pretrain.__main__ import export
+
+    with pytest.raises(UserError, match="not a run directory"):
+        export(tmp_path, tmp_path / "hf")
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config(tmp_path, corpus)))
+    with pytest.raises(UserError, match="no complete checkpoint"):
+        export(tmp_path, tmp_path / "hf")
+    (tmp_path / "checkpoints" / "step_2").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no checkpoint for step 5 \(have: none\)"):
+        export(tmp_path, tmp_path / "hf", step=5)
