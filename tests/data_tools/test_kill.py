@@ -1,0 +1,61 @@
+"""A build killed with SIGKILL leaves no corpus that verify accepts; a rerun gives the same bytes as a clean run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_tools.build import build
+from data_tools.errors import UserError
+from data_tools.verify import verify
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def big_docs(tmp_path_factory, wiki_docs):
+    path = tmp_path_factory.mktemp("big") / "big.jsonl"
+    path.write_bytes(wiki_docs.read_bytes() * 2)  # ~200 real articles, ~1.3M tokens
+    return path
+
+
+@pytest.mark.slow
+def test_sigkill_mid_build_then_rerun(tmp_path, big_docs, wordpiece_dir):
+    out = tmp_path / "corpus" / "wiki"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_tools", "build", str(big_docs), "--tokenizer", str(wordpiece_dir), "-o",
+         str(out), "--shards", "2", "--workers", "2", "-q"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 60
+    try:
+        # Wait until tokens are being written to the temporary shards, then kill the whole process group.
+        while time.time() < deadline:
+            temps = list(out.parent.glob(".wiki_0000*.bin.*.tmp")) if out.parent.exists() else []
+            if any(t.stat().st_size > 1 << 16 for t in temps if t.exists()):
+                break
+            assert proc.poll() is None, f"build ended before it could be killed: {proc.stderr.read()}"
+            time.sleep(0.02)
+        assert proc.poll() is None, "build finished before the kill: make the input larger"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not list(out.parent.glob("*.idx"))
+    with pytest.raises(UserError):
+        verify(out)
+    build([big_docs], wordpiece_dir, out, shards=2, workers=2, progress=False)  # rerun over the debris
+    assert not list(out.parent.glob(".*.tmp")), "stale temporary files of the killed run were not cleaned"
+    assert [r["checksums"] for r in verify(out)] == ["ok", "ok"]
+    clean = tmp_path / "clean" / "wiki"
+    build([big_docs], wordpiece_dir, clean, shards=2, workers=1, progress=False)
+    for k in range(2):
+        for ext in ("bin", "idx", "meta.json"):
+            a = Path(f"{out}_{k:05d}.{ext}").read_bytes()
+            assert a == Path(f"{clean}_{k:05d}.{ext}").read_bytes(), f"shard {k} .{ext} differs"
