@@ -1,0 +1,1 @@
+"""``make demo``: the whole mission end to end on an embedded real Wikipedia sample."""

@@ -1,0 +1,122 @@
+"""The stages of ``make demo``, each one of the project's own CLIs run as a user would run it.
+
+Embedded real Wikipedia dump → documents → WordPiece tokenizer → 2 shards (+ verify) → ALUM pre-training of a
+small BERT with 2 CPU processes through the DeepSpeed launcher → export → BBC News fine-tuning, plain and with
+ALUM → clean and attacked accuracy.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_tools.atomic import write_json
+from data_tools.samples_data import wiki_dump_path
+from demo.runner import Stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is; ``tiny`` is what the end-to-end test runs."""
+
+    vocab_size: int = 8000
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 2
+    seq_len: int = 128
+    micro_batch: int = 16
+    pretrain_steps: int = 150
+    finetune_epochs: float = 2.0
+    finetune_train_limit: int | None = None
+    attack_eps: tuple[float, ...] = (0.0, 0.01, 0.05)
+
+
+FULL = DemoSize()
+TINY = DemoSize(vocab_size=2000, hidden=32, layers=1, heads=2, seq_len=64, micro_batch=8, pretrain_steps=12,
+                finetune_epochs=0.3, attack_eps=(0.0, 0.05))
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _deepspeed() -> str:
+    return str(Path(sys.executable).parent / "deepspeed")
+
+
+def stages(out: Path, size: DemoSize, workers: int = 2) -> list[Stage]:
+    """The demo's stages in order; each command reads only finished outputs of earlier stages."""
+    docs = out / "documents" / "wiki.jsonl"
+    tok = out / "tokenizer"
+    corpus = out / "corpus" / "wiki"
+    run_dir = out / "pretrain"
+    export = out / "export"
+    bbc = out / "bbc"
+
+    def pretrain_cmd(work: Path) -> list[str]:
+        config = {
+            "data": {"prefixes": [str(corpus)], "tokenizer": str(tok), "style": "bert",
+                     "max_seq_len": size.seq_len, "whole_word_mask": True, "eval_samples": 64},
+            "model": {"arch": "bert", "hidden_size": size.hidden, "num_layers": size.layers,
+                      "num_heads": size.heads, "max_position_embeddings": size.seq_len},
+            "alum": {"enabled": True, "alpha": 10.0},
+            "optim": {"name": "adamw", "lr": 1e-3, "warmup_ratio": 0.05},
+            "train": {"output_dir": str(work), "deepspeed_config": str(ROOT / "deepspeed_configs" / "cpu.json"),
+                      "micro_batch": size.micro_batch, "global_batch": size.micro_batch * 2,
+                      "train_steps": size.pretrain_steps, "log_interval": 5,
+                      "eval_interval": max(size.pretrain_steps // 3, 1), "eval_batches": 2,
+                      "save_interval": max(size.pretrain_steps // 3, 1), "keep_last": 2},
+        }
+        write_json(out / "pretrain.json", config)
+        return [_deepspeed(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module",
+                "pretrain", "train", "--config", str(out / "pretrain.json")]
+
+    def finetune_cmd(alum: bool):
+        def cmd(work: Path) -> list[str]:
+            argv = _py("-m", "finetune", "classify", "--model", str(export), "--train", str(bbc / "train.tsv"),
+                       "--dev", str(bbc / "dev.tsv"), "-o", str(work), "--epochs", str(size.finetune_epochs),
+                       "--lr", "5e-4", "--batch-size", "32", "--max-seq-len", str(size.seq_len),
+                       "--threads", "2", "--seed", "1")
+            return argv + (["--alum"] if alum else [])
+        return cmd
+
+    def attack_cmd(run: str):
+        def cmd(work: Path) -> list[str]:
+            return _py("-m", "finetune", "attack", "--model", str(out / run / "best"), "--data",
+                       str(bbc / "dev.tsv"), "--eps", *map(str, size.attack_eps), "--steps", "3",
+                       "-o", str(work / "attack.json"), "--max-seq-len", str(size.seq_len))
+        return cmd
+
+    return [
+        Stage("documents", "extract the embedded Wikipedia dump", lambda w: _py(
+            "-m", "data_tools", "extract-wiki", str(wiki_dump_path()), "-o", str(w / "wiki.jsonl"),
+            "--workers", str(workers))),
+        Stage("tokenizer", "train a WordPiece tokenizer", lambda w: _py(
+            "-m", "data_tools", "train-tokenizer", str(docs), "--kind", "wordpiece",
+            "--vocab-size", str(size.vocab_size), "-o", str(w))),
+        Stage("corpus", "build the sharded indexed corpus", lambda w: _py(
+            "-m", "data_tools", "build", str(docs), "--tokenizer", str(tok), "-o", str(w / "wiki"),
+            "--workers", str(workers), "--shards", "2")),
+        Stage("verify", "verify the corpus", lambda w: _py(
+            "-m", "data_tools", "verify", str(corpus))),
+        Stage("pretrain", "ALUM pre-training (2 processes, DeepSpeed launcher)", pretrain_cmd, in_place=True),
+        Stage("export", "export to a Hugging Face directory", lambda w: _py(
+            "-m", "pretrain", "export", str(run_dir), "-o", str(w))),
+        Stage("bbc", "import BBC News (train/dev split)", lambda w: _py(
+            "-m", "finetune", "import-bbc", "-o", str(w))
+            + ([] if size.finetune_train_limit is None else ["--limit", str(size.finetune_train_limit)])),
+        Stage("finetune_plain", "fine-tune on BBC News (plain)", finetune_cmd(alum=False)),
+        Stage("finetune_alum", "fine-tune on BBC News (ALUM, alpha=1)", finetune_cmd(alum=True)),
+        Stage("attack_plain", "attack the plain model (embedding PGD)", attack_cmd("finetune_plain")),
+        Stage("attack_alum", "attack the ALUM model (embedding PGD)", attack_cmd("finetune_alum")),
+    ]
