@@ -8,7 +8,6 @@ end, ``.idx`` last), so a killed build leaves no pair that looks complete.
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing as mp
 import os
 import re
@@ -90,10 +89,7 @@ def encode_documents(texts: list[str], tok: Tokenizer, split: bool = True) -> li
         sents = split_sentences(text) if split else ([text.strip()] if text.strip() else [])
         sentences.extend(sents)
         counts.append(len(sents))
-    ids = tok.encode_batch(sentences) if sentences else []
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    # One conversion for the whole batch: per-token Python work is what would make us slower than the tokenizer.
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+    flat, lengths = tok.encode_flat(sentences)
     sent_bounds = np.concatenate(([0], np.cumsum(counts)))
     tok_bounds = np.concatenate(([0], np.cumsum(lengths)))
     out = []

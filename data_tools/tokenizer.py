@@ -8,6 +8,7 @@ WordPiece [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4; SentencePiece <pad>=0 <unk>=
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ from data_tools.errors import UserError
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SENTENCEPIECE_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 SPM_MODEL_NAME = "spm.model"
+_GLUE = 64  # sentences per glued input in HFTokenizer.encode_flat
 # Names that each role goes by in the tokenizers users bring (BERT, RoBERTa, ALBERT, XLM-R, our own).
 _ROLE_NAMES = {
     "pad": ("[PAD]", "<pad>"),
@@ -66,6 +68,17 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens."""
         raise NotImplementedError
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of each text (no specials) packed as ``(ids int32[total], lengths int64[len(texts)])``.
+
+        Equal to ``encode_batch(texts)`` concatenated; subclasses may get there faster.
+        """
+        ids = self.encode_batch(texts) if texts else []
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        # One conversion for the whole batch: per-token Python work would make us slower than the tokenizer.
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        return flat, lengths
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` (special tokens kept, so that a decoded sample shows its structure)."""
@@ -125,10 +138,45 @@ class HFTokenizer(Tokenizer):
             self.kind, self._prefix = "sentencepiece", "▁"
         self.fingerprint = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
         self._set_specials()
+        self._joiner = self._find_joiner()
+
+    def _find_joiner(self) -> str | None:
+        """A special token that can glue sentences into one input without changing how each is tokenized.
+
+        That holds when pre-tokenization splits on whitespace (BERT, Whitespace): added special tokens are
+        cut out before normalization, and each piece between them is then tokenized on its own.
+        """
+        whitespace_split = (pre_tokenizers.BertPreTokenizer, pre_tokenizers.Whitespace, pre_tokenizers.WhitespaceSplit)
+        if not isinstance(self._tok.pre_tokenizer, whitespace_split):
+            return None
+        sep = self.id_to_token(self.sep_id)
+        added = self._tok.get_added_tokens_decoder().get(self.sep_id)
+        return sep if added is not None and added.special and added.content == sep else None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # encode_batch_fast skips offset tracking, which we never use.
         return [e.ids for e in self._tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """As the base method, but sentences are glued with the [SEP] token into inputs of ``_GLUE`` texts and
+        cut apart again by id: the tokenizer's per-input cost is what makes sentence-by-sentence encoding
+        ~35% slower than whole documents; the result is identical (checked in the tests)."""
+        joiner = self._joiner
+        if joiner is None or len(texts) < 2 or any(joiner in t for t in texts):
+            return super().encode_flat(texts)
+        glue = f" {joiner} "
+        groups = [glue.join(texts[i : i + _GLUE]) for i in range(0, len(texts), _GLUE)]
+        flats, lengths = [], []
+        for g, enc in enumerate(self._tok.encode_batch_fast(groups, add_special_tokens=False)):
+            row = np.array(enc.ids, dtype=np.int32)
+            cuts = np.flatnonzero(row == self.sep_id)
+            n = min(_GLUE, len(texts) - g * _GLUE)
+            if len(cuts) != n - 1:  # cannot happen with a whitespace pre-tokenizer; stay correct regardless
+                return super().encode_flat(texts)
+            bounds = np.concatenate(([-1], cuts, [len(row)]))
+            lengths.append(np.diff(bounds) - 1)
+            flats.append(np.delete(row, cuts))
+        return np.concatenate(flats), np.concatenate(lengths).astype(np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -232,6 +280,8 @@ def _wordpiece_from_vocab(vocab_file: Path, lowercase: bool | None = None) -> to
         # An uncased BERT vocabulary holds no upper-case letters outside its [SPECIAL] tokens.
         lowercase = not any(any(c.isupper() for c in t) for t in vocab if not t.startswith("["))
     tok = tokenizers.Tokenizer(WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    # As HF's BERT conversion does: "[MASK]" in text is the mask token, not "[", "mask", "]".
+    tok.add_special_tokens([t for t in WORDPIECE_SPECIALS if t in vocab])
     _bert_pipeline(tok, lowercase)
     return tok
 

@@ -20,6 +20,7 @@ def test_splits_sentences_and_paragraphs():
     assert split_sentences("東京は日本の首都です。大阪は第二の都市です。") == ["東京は日本の首都です。", "大阪は第二の都市です。"]
     assert split_sentences("") == [] and split_sentences(" \n\n ") == []
     assert split_sentences("Ends with a title, Dr.") == ["Ends with a title, Dr."]
+    assert split_sentences("He met Dr.\nNew line. Line\r\nbreaks count") == ["He met Dr.", "New line.", "Line", "breaks count"]
 
 
 @settings(max_examples=200, deadline=None)

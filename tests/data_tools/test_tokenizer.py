@@ -138,3 +138,17 @@ def test_empty_training_input(tmp_path, kind):
 
 def test_word_start_mask_dtype(wordpiece):
     assert wordpiece.word_start_mask().dtype == np.bool_
+
+
+def test_encode_flat_matches_encode_batch(wordpiece, sentencepiece):
+    """The fast path (sentences glued with [SEP], cut apart by id) gives exactly the per-sentence encodings."""
+    sentences = [s for t in TEXT[:6] for s in t.split(" ")] * 30 + ["\x00\x01", "東京は日本の首都です。", "  padded  ", "x"]
+    for tok in (wordpiece, sentencepiece):
+        flat, lengths = tok.encode_flat(sentences)
+        expect = tok.encode_batch(sentences)
+        assert lengths.tolist() == [len(e) for e in expect]
+        assert flat.tolist() == [i for e in expect for i in e]
+    with_sep = ["a [SEP] b", "the fox"]  # literal separator text: falls back, still equal
+    flat, lengths = wordpiece.encode_flat(with_sep)
+    assert flat.tolist() == [i for e in wordpiece.encode_batch(with_sep) for i in e]
+    assert wordpiece._joiner == "[SEP]" and load_tokenizer(wordpiece.path / "vocab.txt")._joiner == "[SEP]"
