@@ -189,7 +189,8 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         if logged is not None:
             result.losses[step] = logged
         if cfg.train.eval_interval and step % cfg.train.eval_interval == 0:
-            monitor.eval(step, evaluate(engine, data, cfg, dist))
+            result.eval = evaluate(engine, data, cfg, dist)
+            monitor.eval(step, result.eval)
         exit_early = bool(cfg.train.exit_interval and step % cfg.train.exit_interval == 0 and step < total)
         due = cfg.train.save_interval and step % cfg.train.save_interval == 0
         if due or step == total or exit_early:
