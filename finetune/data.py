@@ -137,9 +137,11 @@ def read_examples(path: str | Path, layout: TaskLayout, labels: list[str] | None
         for col in cols:
             present = col in row if isinstance(row, dict) else (isinstance(col, int) and col < len(row))
             if not present:
+                hint = "set it with --text-a/--text-b/--label-column or --task"
+                if isinstance(row, dict) and fmt != "jsonl":  # the header line is at fault, not this row
+                    raise UserError(f"{path}:1: header has no {_fmt(col)} (columns: {', '.join(row)}); {hint}")
                 have = ", ".join(map(str, row)) if isinstance(row, dict) else f"{len(row)} fields"
-                raise UserError(f"{path}:{lineno}: missing {_fmt(col)} (have: {have}); set it with "
-                                f"--text-a/--text-b/--label-column or --task")
+                raise UserError(f"{path}:{lineno}: missing {_fmt(col)} (have: {have}); {hint}")
         text_a = row[layout.text_a]
         if not isinstance(text_a, str) or not text_a.strip():
             raise UserError(f"{path}:{lineno}: {_fmt(layout.text_a)} is empty; expected text")

@@ -71,6 +71,11 @@ def load_task_model(model_dir: str | Path, task: str, num_labels: int = 2, id2la
         raise UserError(f"{model_dir / 'config.json'}: model_type {mtype!r}; expected one of "
                         f"{', '.join(SUPPORTED_TYPES)}")
     tok = load_tokenizer(model_dir)
+    if isinstance(raw_cfg.get("vocab_size"), int) and len(tok) > raw_cfg["vocab_size"]:
+        # Checked before loading weights: a tokenizer from another model is the usual mistake.
+        raise UserError(f"{model_dir}: tokenizer has {len(tok)} tokens but the model's embeddings hold "
+                        f"{raw_cfg['vocab_size']} (config.json vocab_size); expected a tokenizer that matches "
+                        "the model")
     kwargs: dict = {}
     if task == "classify":
         kwargs["num_labels"] = num_labels

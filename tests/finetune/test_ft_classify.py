@@ -1,0 +1,81 @@
+"""classify end to end on the shipped data; BERT, RoBERTa and pretrain-exported directories load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import torch
+from ft_helpers import cli
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM
+
+from finetune.classify import encode_examples, predict, run_classify
+from finetune.config import ClassifyOptions
+from finetune.data import TaskLayout, read_examples
+
+
+def test_tiny_bert_beats_the_majority_baseline_on_bbc_news(bbc, tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    opts = ClassifyOptions(model=tiny_bert, train=bbc / "train.tsv", dev=bbc / "dev.tsv", output_dir=out,
+                           epochs=3, lr=1e-3, batch_size=16, max_seq_len=96, threads=1, seed=0)
+    result = run_classify(opts)
+    majority = result["dev_majority_accuracy"]
+    assert 0.2 < majority < 0.25
+    assert result["best"]["accuracy"] >= majority + 0.3, result["history"]
+    # What a user looks at afterwards: metrics.json, the resolved config, TensorBoard, best/ and final/.
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best"] == result["best"] and len(saved["history"]) == 3
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    best = AutoModelForSequenceClassification.from_pretrained(str(out / "best")).eval()
+    assert best.config.id2label == dict(enumerate(["business", "entertainment", "politics", "sports", "tech"]))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "best"))
+    dev = read_examples(bbc / "dev.tsv", TaskLayout())
+    enc = encode_examples(tok, dev, 96, {v: k for k, v in best.config.id2label.items()})
+    acc = float((predict(best, enc, 64, tok.pad_token_id, False).argmax(-1) == np.array(enc["labels"])).mean())
+    assert acc == result["best"]["accuracy"]  # the saved best/ is the checkpoint that scored it
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_polarity_and_roberta_directory(polarity, tiny_roberta, tmp_path):
+    code, out, err = cli("classify", "--model", str(tiny_roberta), "--train", str(polarity / "train.tsv"),
+                         "--dev", str(polarity / "dev.tsv"), "-o", str(tmp_path / "run"), "--epochs", "2",
+                         "--lr", "1e-3", "--batch-size", "16", "--threads", "1", "--max-seq-len", "64")
+    assert code == 0, err[-2000:]
+    assert "done: best accuracy=" in out and "majority baseline accuracy=0.5000" in out
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "run" / "best"))
+    assert type(model).__name__ == "RobertaForSequenceClassification"
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_mismatched_model_and_tokenizer_is_a_clear_error(tiny_bert, bbc, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bert, bad)
+    small = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64))
+    small.save_pretrained(str(bad))  # weights and config.json for 100 tokens, tokenizer for 2000
+    code, _, err = cli("classify", "--model", str(bad), "--train", str(bbc / "train.tsv"), "--dev",
+                       str(bbc / "dev.tsv"), "-o", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in err
+    assert f"error: {bad}: tokenizer has 2000 tokens but the model's embeddings hold 100" in err
+    code, _, err = cli("classify", "--model", str(tmp_path / "nowhere"), "--train", str(bbc / "train.tsv"),
+                       "--dev", str(bbc / "dev.tsv"), "-o", str(tmp_path / "run"))
+    assert code == 2 and "no such directory; expected a Hugging Face model directory" in err
+
+
+def test_regression_and_pair_layout(tmp_path, tiny_bert):
+    rows = [("a man plays a guitar", "a man plays music", 4.2), ("a cat sleeps", "stocks fell sharply", 0.1),
+            ("the team won the match", "the side won the game", 4.6), ("rain in london", "a new phone", 0.3)] * 4
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(
+            f"{a}\t{b}\t{s}\n" for a, b, s in rows), encoding="utf-8")
+    opts = ClassifyOptions(model=tiny_bert, train=tmp_path / "train.tsv", dev=tmp_path / "dev.tsv",
+                           output_dir=tmp_path / "run", task="stsb", epochs=1, batch_size=8, threads=1)
+    result = run_classify(opts)
+    assert result["metric"] == "pearson" and set(result["best"]) >= {"pearson", "spearman", "mse"}
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "run" / "final"))
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+    assert torch.isfinite(torch.tensor(result["final"]["mse"]))
