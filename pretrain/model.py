@@ -64,6 +64,33 @@ class PretrainOutput:
     mlm_logits: torch.Tensor | None = None
 
 
+class _TakeRows(torch.autograd.Function):
+    """``x.index_select(0, rows)`` for unique ``rows``, with a scatter (not an accumulate) as its backward.
+
+    On CPU the default backward (``index_add_``) measured ~100x slower than a plain ``index_put_`` for the
+    ~15% of rows the MLM head reads, enough to show in a whole step; rows are unique, so no accumulation is
+    needed.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.shape = x.shape
+        return x.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.shape)
+        out.index_put_((rows,), grad)
+        return out, None
+
+
+def take_rows(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` (unique, 1-D) of ``hidden`` flattened to ``[N, H]``: ``[len(rows), H]``."""
+    return _TakeRows.apply(hidden.reshape(-1, hidden.size(-1)), rows)
+
+
 def _backbone(model: nn.Module) -> nn.Module:
     for name in ("bert", "roberta"):
         if hasattr(model, name):
@@ -221,11 +248,11 @@ class PretrainModel(nn.Module):
 
         def logits_from(embeds: torch.Tensor) -> torch.Tensor:
             hidden = encode_from(self.backbone, embeds, attention_mask, site, token_type_ids)  # [B, T, H]
-            return self.mlm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows))  # [M, V]
+            return self.mlm_head(take_rows(hidden, rows))  # [M, V]
 
         embeds = embed(self.backbone, input_ids, token_type_ids, site)  # [B, T, H]
         hidden = encode_from(self.backbone, embeds, attention_mask, site, token_type_ids)
-        logits = self.mlm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, rows))  # [M, V]
+        logits = self.mlm_head(take_rows(hidden, rows))  # [M, V]
 
         is_target = row_labels != -100
         masked_count = is_target.sum()

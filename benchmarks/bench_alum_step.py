@@ -1,0 +1,220 @@
+"""How much does an ALUM step cost? Our plain and ALUM MLM steps against Hugging Face's BertForMaskedLM.
+
+Measures, in one run and interleaved round by round (so a noisy neighbour slows every variant alike), the
+median forward+backward time of:
+
+- ``hf``: transformers ``BertForMaskedLM`` with ``labels`` (the peer; vocabulary head at every position),
+- ``plain``: our ``PretrainModel`` without ALUM (head and loss at the masked positions only),
+- ``alum``: our ALUM step, K=1, l_sym over the masked positions (the authors' setting),
+- ``alum_all``: the same with l_sym over every position,
+
+with the ALUM step split into phases (clean forward, ascent = perturbed forward + δ-gradient, adversarial
+forward, backward), and the peak resident-memory growth of one step of each, each in a fresh subprocess
+(``VmHWM`` minus the resident size just before the step). Same weights, same batch, same threads for all.
+
+Usage::
+
+    python benchmarks/bench_alum_step.py            # the issue's shape, 2 threads
+    python benchmarks/bench_alum_step.py --rounds 5 --layers 2   # quicker
+
+Ends with one line: ``plain_speedup_vs_hf=… alum_time_vs_hf=… alum_time_vs_plain=… alum_all_time_vs_plain=…
+alum_mem_vs_hf=…`` (speedup > 1 is faster than HF; the others are ratios of time or of memory growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+import pretrain.model as model_mod  # noqa: E402
+from pretrain.alum import AlumConfig  # noqa: E402
+from pretrain.model import build_model  # noqa: E402
+
+VARIANTS = ("hf", "plain", "alum", "alum_all")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=16000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=15, help="timed steps per variant (after 2 warm-up rounds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def setup(args: argparse.Namespace):
+    """Same weights for every variant, one fixed batch with BERT's 15% of positions to predict."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    ours = build_model(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
+                       num_heads=args.heads, max_position_embeddings=max(512, args.seq), seed=args.seed).train()
+    hf = ours.to_hf().train()
+    g = torch.Generator().manual_seed(args.seed)
+    ids = torch.randint(5, args.vocab, (args.batch, args.seq), generator=g)
+    pick = torch.rand(ids.shape, generator=g) < 0.15
+    batch = {
+        "input_ids": torch.where(pick, torch.full_like(ids, 4), ids),
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        "mlm_labels": torch.where(pick, ids, torch.full_like(ids, -100)),
+    }
+    return ours, hf, batch
+
+
+class PhaseClock:
+    """Records when ALUM's phases start, by wrapping ``adversarial_loss`` and its ``forward_fn``."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self._inner = model_mod.adversarial_loss
+
+        def timed(embeds, clean_logits, forward_fn, cfg, **kw):
+            self.marks["ascent_start"] = time.perf_counter()
+            calls = []
+
+            def fn(x):
+                calls.append(time.perf_counter())
+                if len(calls) == cfg.steps + 1:
+                    self.marks["adv_start"] = calls[-1]
+                return forward_fn(x)
+
+            result = self._inner(embeds, clean_logits, fn, cfg, **kw)
+            self.marks["adv_end"] = time.perf_counter()
+            return result
+
+        model_mod.adversarial_loss = timed
+
+
+def step(variant: str, ours, hf, batch, clock: PhaseClock | None = None) -> dict[str, float]:
+    """One forward + backward; returns its time and, for ALUM, its phases (seconds)."""
+    model = hf if variant == "hf" else ours
+    if variant != "hf":
+        ours.alum = None if variant == "plain" else AlumConfig(masked_only=variant == "alum")
+    model.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    if variant == "hf":
+        loss = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch["token_type_ids"], labels=batch["mlm_labels"]).loss
+    else:
+        loss = ours(**batch).loss
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
+    out = {"total": t2 - t0}
+    if clock is not None and variant.startswith("alum"):
+        m = clock.marks
+        out.update(clean_forward=m["ascent_start"] - t0, ascent=m["adv_start"] - m["ascent_start"],
+                   adversarial_forward=t1 - m["adv_start"], backward=t2 - t1)
+    else:
+        out.update(forward=t1 - t0, backward=t2 - t1)
+    return out
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """In a fresh process: peak RSS growth of one step of ``args.memory_child`` (KiB), printed as JSON."""
+    ours, hf, batch = setup(args)
+    other = ours if args.memory_child == "hf" else hf
+    del other
+    gc.collect()
+    before = _rss_kib("VmRSS")
+    step(args.memory_child, ours, hf, batch)
+    print(json.dumps({"growth_kib": _rss_kib("VmHWM") - before}))
+
+
+def measure_memory(args: argparse.Namespace, variant: str) -> int:
+    cmd = [sys.executable, __file__, "--memory-child", variant]
+    for k in ("layers", "hidden", "heads", "seq", "batch", "vocab", "threads", "seed"):
+        cmd += [f"--{k}", str(getattr(args, k))]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["growth_kib"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args)
+        return
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"hardware: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}")
+    print(f"versions: python {platform.python_version()}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+    print(f"shape: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, seq {args.seq}, batch "
+          f"{args.batch}, vocab {args.vocab}; 15% predicted; ALUM K=1 (AlumConfig defaults); fp32; "
+          f"dropout 0.1; {args.rounds} timed rounds after 2 warm-up, interleaved; medians")
+
+    ours, hf, batch = setup(args)
+    clock = PhaseClock()
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds + 2):
+        for v in VARIANTS:
+            t = step(v, ours, hf, batch, clock)
+            if r >= 2:
+                results[v].append(t)
+        print(f"round {r + 1}/{args.rounds + 2}: " + " ".join(f"{v}={results[v][-1]['total'] * 1e3:.0f}ms"
+                                                            for v in VARIANTS if results[v]), flush=True)
+
+    med = {v: {k: statistics.median(x[k] for x in results[v]) for k in results[v][0]} for v in VARIANTS}
+    print("\nmedian step time (ms), forward+backward:")
+    for v in VARIANTS:
+        parts = ", ".join(f"{k} {s * 1e3:.1f}" for k, s in med[v].items() if k != "total")
+        print(f"  {v:9s} {med[v]['total'] * 1e3:8.1f}   ({parts})")
+    print("ALUM (masked-only) phases as a share of its step:")
+    for k in ("clean_forward", "ascent", "adversarial_forward", "backward"):
+        print(f"  {k:20s} {med['alum'][k] / med['alum']['total'] * 100:5.1f}%  "
+              f"({med['alum'][k] / med['plain']['total']:.2f}x our plain step)")
+
+    mem = {v: measure_memory(args, v) for v in VARIANTS}
+    print("\npeak RSS growth of one step (MiB), fresh process each:")
+    for v in VARIANTS:
+        print(f"  {v:9s} {mem[v] / 1024:8.1f}")
+
+    plain_speedup = med["hf"]["total"] / med["plain"]["total"]
+    alum_vs_hf = med["alum"]["total"] / med["hf"]["total"]
+    alum_vs_plain = med["alum"]["total"] / med["plain"]["total"]
+    alum_all_vs_plain = med["alum_all"]["total"] / med["plain"]["total"]
+    alum_mem = mem["alum"] / mem["hf"]
+    print("\ntargets: plain >= 1.5x faster than HF, ALUM <= 1.5x HF time and <= 2.7x plain, memory <= 1.5x HF")
+    print(f"plain_speedup_vs_hf={plain_speedup:.2f} alum_time_vs_hf={alum_vs_hf:.2f} "
+          f"alum_time_vs_plain={alum_vs_plain:.2f} alum_all_time_vs_plain={alum_all_vs_plain:.2f} "
+          f"alum_mem_vs_hf={alum_mem:.2f}")
+
+
+if __name__ == "__main__":
+    main()
