@@ -35,8 +35,10 @@ from data_tools.sentences import split_sentences
 from data_tools.sources import BadInputPolicy, read_documents
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 
-# Documents per task sent to a worker: large enough to amortise pickling, small enough to keep order cheap.
-BATCH_DOCS = 64
+# A task for a worker: ~256K characters (a few Wikipedia articles, dozens of web pages): large enough to
+# amortise pickling, small enough to keep both workers busy to the end of a small input.
+BATCH_CHARS = 1 << 18
+BATCH_DOCS = 512
 
 _WORKER_TOK: Tokenizer | None = None
 _WORKER_SPLIT = True
@@ -105,13 +107,15 @@ def _encode_in_worker(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     return encode_documents(texts, _WORKER_TOK, _WORKER_SPLIT)
 
 
-def _batches(docs, size: int):
+def _batches(docs, max_docs: int = BATCH_DOCS, max_chars: int = BATCH_CHARS):
     batch: list[str] = []
+    chars = 0
     for doc in docs:
         batch.append(doc.text)
-        if len(batch) >= size:
+        chars += len(doc.text)
+        if len(batch) >= max_docs or chars >= max_chars:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 
@@ -234,9 +238,9 @@ def build(
         if workers > 1:
             ctx = mp.get_context("fork")
             pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), split_sentences))
-            encoded = pool.imap(_encode_in_worker, _batches(docs, BATCH_DOCS))
+            encoded = pool.imap(_encode_in_worker, _batches(docs))
         else:
-            encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs, BATCH_DOCS))
+            encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs))
         bar = tqdm(desc="build", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1.0)
         with bar:
             for batch in encoded:
