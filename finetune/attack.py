@@ -84,7 +84,7 @@ def attack_classify(model, enc: dict, eps_list: list[float], steps: int, step_si
             for logits in pgd_iterates(model, batch, eps, steps, eta, site, norm):
                 broken[row: row + n] |= logits.argmax(-1) != batch["labels"]
             row += n
-        results.append({"eps": eps, "accuracy": float(1.0 - broken.float().mean()), "examples": len(golds)})
+        results.append({"eps": eps, "accuracy": int((~broken).sum()) / len(golds), "examples": len(golds)})
     return results
 
 
@@ -180,13 +180,10 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
 
 
 def _load_classifier(model_dir: str):
-    import json
+    from finetune.modeling import read_model_config
 
     cfg_path = Path(model_dir) / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        cfg = {}
+    cfg = read_model_config(Path(model_dir))
     id2label = cfg.get("id2label")
     if not id2label or cfg.get("problem_type") == "regression":
         raise UserError(f"{cfg_path}: expected a fine-tuned classifier (id2label in config.json), e.g. "

@@ -21,7 +21,8 @@ from data_tools.errors import UserError
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 
 
-def _check_dir(model_dir: Path) -> dict:
+def read_model_config(model_dir: Path) -> dict:
+    """``model_dir/config.json`` as a dict, or a ``UserError`` saying what the directory lacks."""
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such directory; expected a Hugging Face model directory")
     cfg_path = model_dir / "config.json"
@@ -39,7 +40,7 @@ def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
-    _check_dir(model_dir)
+    read_model_config(model_dir)
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -65,7 +66,7 @@ def load_task_model(model_dir: str | Path, task: str, num_labels: int = 2, id2la
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
     model_dir = Path(model_dir)
-    raw_cfg = _check_dir(model_dir)
+    raw_cfg = read_model_config(model_dir)
     mtype = raw_cfg.get("model_type")
     if mtype not in SUPPORTED_TYPES:
         raise UserError(f"{model_dir / 'config.json'}: model_type {mtype!r}; expected one of "

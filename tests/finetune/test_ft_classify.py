@@ -15,11 +15,8 @@ from finetune.config import ClassifyOptions
 from finetune.data import TaskLayout, read_examples
 
 
-def test_tiny_bert_beats_the_majority_baseline_on_bbc_news(bbc, tiny_bert, tmp_path):
-    out = tmp_path / "run"
-    opts = ClassifyOptions(model=tiny_bert, train=bbc / "train.tsv", dev=bbc / "dev.tsv", output_dir=out,
-                           epochs=3, lr=1e-3, batch_size=16, max_seq_len=96, threads=1, seed=0)
-    result = run_classify(opts)
+def test_tiny_bert_beats_the_majority_baseline_on_bbc_news(bbc_run, bbc):
+    out, result = bbc_run["dir"], bbc_run["result"]
     majority = result["dev_majority_accuracy"]
     assert 0.2 < majority < 0.25
     assert result["best"]["accuracy"] >= majority + 0.3, result["history"]
@@ -79,3 +76,28 @@ def test_regression_and_pair_layout(tmp_path, tiny_bert):
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "run" / "final"))
     assert model.config.num_labels == 1 and model.config.problem_type == "regression"
     assert torch.isfinite(torch.tensor(result["final"]["mse"]))
+
+
+def test_pretrain_export_directory_fine_tunes(exported_bert, bbc, tmp_path):
+    from safetensors.torch import load_file
+
+    dev = tmp_path / "dev.tsv"
+    lines = (bbc / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    dev.write_text("".join(lines[:61]), encoding="utf-8")
+    code, out, err = cli("classify", "--model", str(exported_bert), "--train", str(dev), "--dev", str(dev),
+                         "-o", str(tmp_path / "run"), "--epochs", "1", "--max-seq-len", "32", "--threads", "1",
+                         "--lr", "0")
+    assert code == 2 and "lr: Input should be greater than 0" in err
+    from finetune.modeling import load_task_model
+
+    model, tok = load_task_model(exported_bert, "classify", num_labels=5)
+    exported = load_file(str(exported_bert / "model.safetensors"))
+    key = next(k for k in exported if k.endswith("word_embeddings.weight"))
+    # The encoder comes from the export (not a fresh init); only the classifier head is new.
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, exported[key])
+    code, out, err = cli("classify", "--model", str(exported_bert), "--train", str(dev), "--dev", str(dev),
+                         "-o", str(tmp_path / "run"), "--epochs", "1", "--max-seq-len", "32", "--threads", "1",
+                         "--alum")
+    assert code == 0, err[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["alum"]["enabled"] and metrics["alum"]["alpha"] == 1.0 and metrics["train_samples"] == 60

@@ -1,0 +1,51 @@
+"""attack: ε=0 is the clean accuracy, accuracy never rises with ε, and a large ε does break the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from ft_helpers import cli
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from finetune.attack import run_attack
+from finetune.classify import encode_examples, predict
+from finetune.data import TaskLayout, read_examples
+
+
+def _dev_subset(bbc, tmp_path, n=120):
+    lines = (bbc / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path / "dev_small.tsv"
+    path.write_text("".join(lines[: n + 1]), encoding="utf-8")
+    return path
+
+
+def test_eps_zero_is_clean_accuracy_and_accuracy_is_non_increasing(bbc_run, bbc, tmp_path):
+    best = bbc_run["dir"] / "best"
+    data = _dev_subset(bbc, tmp_path)
+    eps = [0.0, 0.001, 0.003, 0.01, 0.03]
+    result = run_attack(str(best), str(data), eps=eps, steps=3, max_seq_len=96, seed=0)
+    accs = [r["accuracy"] for r in result["results"]]
+    model = AutoModelForSequenceClassification.from_pretrained(str(best)).eval()
+    tok = AutoTokenizer.from_pretrained(str(best))
+    ex = read_examples(data, TaskLayout())
+    enc = encode_examples(tok, ex, 96, {v: k for k, v in model.config.id2label.items()})
+    clean = float((predict(model, enc, 64, tok.pad_token_id, False).argmax(-1) == np.array(enc["labels"])).mean())
+    assert accs[0] == clean and clean > 0.6
+    assert all(a >= b for a, b in zip(accs, accs[1:])), accs
+    assert accs[-1] < clean - 0.3, accs  # the attack is real: a large ball breaks the tiny model
+    # Same seed, same numbers.
+    assert run_attack(str(best), str(data), eps=eps[:3], steps=3, max_seq_len=96, seed=0)["results"] == \
+        result["results"][:3]
+
+
+def test_attack_cli_writes_json(bbc_run, bbc, tmp_path):
+    data = _dev_subset(bbc, tmp_path, n=40)
+    code, out, err = cli("attack", "--model", str(bbc_run["dir"] / "best"), "--data", str(data), "--eps", "0.01",
+                         "0", "--steps", "2", "-o", str(tmp_path / "attack.json"), "--site", "embedding_output")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "attack.json").read_text())
+    assert [r["eps"] for r in saved["results"]] == [0.0, 0.01]
+    assert out.strip().startswith("eps=0:accuracy=")
+    code, out, err = cli("attack", "--model", str(bbc / "nowhere"), "--data", str(data), "--eps", "0.1")
+    assert code == 2 and "no such directory" in err
