@@ -93,7 +93,7 @@ def cmd_verify(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from data_tools.demo import run_demo
 
-    run_demo(a.output, workers=a.workers, kind=a.kind, vocab_size=a.vocab_size)
+    run_demo(a.output, workers=a.workers, kind=a.kind, vocab_size=a.vocab_size, progress=not a.quiet)
 
 
 def _common_input(p: argparse.ArgumentParser) -> None:

@@ -28,10 +28,12 @@ def test_help_lists_every_command():
     assert "example" in cli("build", "--help").stdout
 
 
-def test_demo_chain_on_the_embedded_dump(tmp_path):
+def test_demo_chain_on_the_embedded_dump(tmp_path, wiki_extract):
     """extract-wiki -> train-tokenizer -> build --shards 2 -> verify -> inspect, as `make demo` runs it."""
-    out = cli("demo", "-o", tmp_path, "--vocab-size", "3000", "-q")
+    out = cli("demo", "-o", tmp_path, "--vocab-size", "3000", "-q", "--workers", "2")
     assert out.returncode == 0, out.stderr
+    # extract-wiki with 2 workers wrote exactly what 1 worker writes
+    assert (tmp_path / "wiki.jsonl").read_bytes() == wiki_extract[0].read_bytes()
     assert "[5/5] inspect" in out.stdout and "checksums ok" in out.stdout and "anarchism" in out.stdout
     verify = cli("verify", tmp_path / "corpus" / "wiki")
     assert verify.returncode == 0 and verify.stdout.count("ok ") == 2
