@@ -136,7 +136,7 @@ class HFTokenizer(Tokenizer):
             self.kind, self._prefix = "bpe", "Ġ"
         else:  # Unigram/BPE with a Metaspace pre-tokenizer: SentencePiece conventions
             self.kind, self._prefix = "sentencepiece", "▁"
-        self.fingerprint = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+        self.fingerprint = _encoding_fingerprint(tok)
         self._set_specials()
         self._joiner = self._find_joiner()
 
@@ -194,6 +194,16 @@ class HFTokenizer(Tokenizer):
             return not piece.startswith(self._prefix)
         return piece.startswith(self._prefix)
 
+
+
+def _encoding_fingerprint(tok: tokenizers.Tokenizer) -> str:
+    """Hash of what decides the ids (vocabulary, model, normalizer, pre-tokenizer, added tokens), not of
+    padding, truncation or templates: the same vocabulary saved as vocab.txt, tokenizer.json or an HF
+    export shares it, so a corpus/tokenizer mismatch check does not fire on a re-save."""
+    spec = json.loads(tok.to_str())
+    key = {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer")}
+    key["added_tokens"] = sorted((t["id"], t["content"], t.get("special")) for t in spec.get("added_tokens") or [])
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class SPTokenizer(Tokenizer):

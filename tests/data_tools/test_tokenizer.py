@@ -68,7 +68,8 @@ def test_every_path_form_loads_the_same_tokenizer(wordpiece, sentencepiece):
     for p in (wp_dir, wp_dir / "tokenizer.json", wp_dir / "vocab.txt"):
         t = load_tokenizer(p)
         assert t.kind == "wordpiece" and t.encode(TEXT[1]) == wordpiece.encode(TEXT[1]), p
-    assert load_tokenizer(wp_dir / "tokenizer.json").fingerprint == wordpiece.fingerprint
+    for p in (wp_dir / "tokenizer.json", wp_dir / "vocab.txt"):  # same ids, same fingerprint
+        assert load_tokenizer(p).fingerprint == wordpiece.fingerprint
     for p in (sentencepiece.path, sentencepiece.path.parent):
         t = load_tokenizer(p)
         assert t.fingerprint == sentencepiece.fingerprint and t.encode(TEXT[2]) == sentencepiece.encode(TEXT[2])
@@ -81,10 +82,13 @@ def test_pickles_for_worker_processes(wordpiece, sentencepiece):
         assert clone.encode(TEXT[3]) == tok.encode(TEXT[3]) and clone.fingerprint == tok.fingerprint
 
 
-def test_matches_transformers_bert_tokenizer(wordpiece):
-    """Our trained directory is an HF tokenizer directory; HF's BERT tokenizer encodes as we do."""
+def test_matches_transformers_bert_tokenizer(wordpiece, tmp_path):
+    """Our trained directory is an HF tokenizer directory; HF's BERT tokenizer encodes as we do, and what
+    HF saves back loads here with the same fingerprint (so an export keeps matching its corpus)."""
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoTokenizer.from_pretrained(str(wordpiece.path))
+    hf.save_pretrained(str(tmp_path / "resaved"))
+    assert load_tokenizer(tmp_path / "resaved").fingerprint == wordpiece.fingerprint
     for text in TEXT[:6]:
         assert hf(text, add_special_tokens=False)["input_ids"] == wordpiece.encode(text)
         assert hf(text)["input_ids"] == [2, *wordpiece.encode(text), 3]
