@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from data_tools.errors import run_cli
@@ -55,6 +56,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _summary(result: dict) -> None:
+    if os.environ.get("RANK", "0") != "0":  # one summary per job, not per rank
+        return
     best, final = result.get("best") or {}, result.get("final") or {}
     metric = result["metric"]
     line = f"done: best {metric}={best.get(metric, float('nan')):.4f} (step {best.get('step')}), " \

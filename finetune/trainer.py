@@ -59,7 +59,19 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _deepspeed_init(model, optimizer, scheduler, config_path: Path):
+def _init_distributed() -> None:
+    """Join the launcher's process group (deepspeed/torchrun/mpirun), or a group of one without a launcher."""
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.setdefault("MASTER_PORT", "29511")
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _deepspeed_init(model, optimizer, scheduler, config_path: Path, batch_size: int, max_grad_norm: float):
     import json
 
     import deepspeed
@@ -70,17 +82,22 @@ def _deepspeed_init(model, optimizer, scheduler, config_path: Path):
         ds_cfg = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{config_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    # The loop owns batching and clipping; keep DeepSpeed's batch arithmetic consistent with it.
-    ds_cfg.setdefault("train_micro_batch_size_per_gpu", 1)
-    ds_cfg.pop("train_batch_size", None)
-    ds_cfg.setdefault("gradient_accumulation_steps", 1)
-    if not torch.distributed.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29511")
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
+    if not isinstance(ds_cfg, dict):
+        raise UserError(f"{config_path}: expected a JSON object (DeepSpeed config)")
+    for key in ("optimizer", "scheduler"):
+        if key in ds_cfg:
+            raise UserError(f"{config_path}: '{key}' section not allowed; --lr/--warmup-ratio/--weight-decay "
+                            "own the optimizer and schedule")
+    world = torch.distributed.get_world_size()
+    # The loop owns batching (one micro-batch per rank per step) and clipping: fill or check those keys.
+    want = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
+            "train_batch_size": batch_size * world, "gradient_clipping": max_grad_norm}
+    for key, value in want.items():
+        if ds_cfg.get(key, "auto") == "auto":
+            ds_cfg[key] = value
+        elif ds_cfg[key] != value:
+            raise UserError(f"{config_path}: {key} is {ds_cfg[key]!r}, expected \"auto\" or {value!r} "
+                            "(from --batch-size/--max-grad-norm)")
     engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_cfg)
     return engine, optimizer, scheduler
@@ -96,7 +113,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
         tokenizer: saved next to every checkpoint.
         opts: a ``TrainOptions`` (epochs, lr, batch sizes, alum, deepspeed, ...).
         train_batches: ``epoch -> iterator of batches`` (dicts of tensors), deterministic per epoch.
-        steps_per_epoch: batches per epoch (all ranks).
+        steps_per_epoch: batches per epoch (all ranks together).
         evaluate: ``model -> scores`` on the dev set (model in eval mode while it runs).
         metric: the score in ``evaluate``'s dict that picks the best checkpoint (higher is better).
         out_dir: the run directory: ``best/``, ``final/``, ``tensorboard/``, ``metrics.json``.
@@ -110,17 +127,25 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
 
     out_dir = Path(out_dir)
     alum = opts.alum.build()
-    total_steps = max(1, math.ceil(steps_per_epoch * opts.epochs))
+    if opts.deepspeed is not None:
+        _init_distributed()
+    rank, world = _dist_info()
+    # One step = one micro-batch on every rank; an epoch's last incomplete round of batches is dropped.
+    per_epoch = steps_per_epoch // world
+    if per_epoch == 0:
+        raise UserError(f"{steps_per_epoch} batches per epoch for {world} ranks; expected at least one per "
+                        "rank (lower --batch-size)")
+    total_steps = max(1, math.ceil(per_epoch * opts.epochs))
     optimizer = _optimizer(model, opts.lr, opts.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(opts.warmup_ratio * total_steps), total_steps)
     engine = None
     if opts.deepspeed is not None:
-        engine, optimizer, scheduler = _deepspeed_init(model, optimizer, scheduler, Path(opts.deepspeed))
-    rank, world = _dist_info()
+        engine, optimizer, scheduler = _deepspeed_init(model, optimizer, scheduler, Path(opts.deepspeed),
+                                                     opts.batch_size, opts.max_grad_norm)
     module = engine.module if engine is not None else model
     writer = SummaryWriter(str(out_dir / "tensorboard")) if rank == 0 else None
     gen = torch.Generator().manual_seed(opts.seed + 7919 * rank)
-    eval_every = max(1, steps_per_epoch // opts.evals_per_epoch)
+    eval_every = max(1, per_epoch // opts.evals_per_epoch)
     history: list[dict] = []
     best: dict | None = None
     step = samples = 0
@@ -129,7 +154,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
     epoch = 0
     while step < total_steps:
         for i, batch in enumerate(train_batches(epoch)):
-            if step >= total_steps:
+            if step >= total_steps or i >= per_epoch * world:
                 break
             if i % world != rank:
                 continue
@@ -163,7 +188,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                 writer.add_scalar("train/samples_per_second", samples / max(train_time, 1e-9), step)
             if step % eval_every == 0 or step == total_steps:
                 scores = _evaluate(module, evaluate)
-                scores.update(step=step, epoch=round(step / steps_per_epoch, 3))
+                scores.update(step=step, epoch=round(step / per_epoch, 3))
                 history.append(scores)
                 if metric not in scores:
                     raise UserError(f"--metric: {metric!r} is not computed for this task; expected one of "
@@ -172,23 +197,41 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                     for k, v in scores.items():
                         if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                             writer.add_scalar(f"dev/{k}", v, step)
-                if rank == 0 and (best is None or scores[metric] > best[metric]):
+                # Every rank scores the whole dev set, so all take the same decision (ZeRO-3 gathers need all).
+                if best is None or scores[metric] > best[metric]:
                     best = dict(scores)
-                    save_hf_dir(module, tokenizer, out_dir / "best")
-                bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()
-                                                       if isinstance(v, float)))
+                    _save(engine, module, tokenizer, out_dir / "best", rank)
+                if rank == 0:
+                    bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()
+                                                           if isinstance(v, float)))
         epoch += 1
     bar.close()
     result = {"metric": metric, "best": best, "final": history[-1] if history else None, "history": history,
               "train_steps": step, "train_samples": samples,
               "train_samples_per_second": samples / max(train_time, 1e-9), "alum": opts.alum.model_dump(),
               **(extra_metrics or {})}
+    _save(engine, module, tokenizer, out_dir / "final", rank)
     if rank == 0:
-        save_hf_dir(module, tokenizer, out_dir / "final")
         write_json(out_dir / "metrics.json", result)
     if writer is not None:
         writer.close()
+    if engine is not None and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return result
+
+
+def _save(engine, module, tokenizer, path: Path, rank: int) -> None:
+    """Rank 0 writes the HF directory; under ZeRO-3 every rank first gathers the partitioned weights."""
+    if engine is not None and engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if rank == 0:
+                save_hf_dir(module, tokenizer, path)
+        return
+    if rank == 0:
+        save_hf_dir(module, tokenizer, path)
 
 
 def _evaluate(model, evaluate: Callable) -> dict:
