@@ -31,6 +31,7 @@ from data_tools.indexed import (
     parse_dtype,
     shard_prefix,
 )
+from data_tools.parallel import ordered_map
 from data_tools.sentences import split_sentences
 from data_tools.sources import BadInputPolicy, read_documents
 from data_tools.tokenizer import Tokenizer, load_tokenizer
@@ -238,7 +239,7 @@ def build(
         if workers > 1:
             ctx = mp.get_context("fork")
             pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), split_sentences))
-            encoded = pool.imap(_encode_in_worker, _batches(docs))
+            encoded = ordered_map(pool, _encode_in_worker, _batches(docs), in_flight=3 * workers)
         else:
             encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs))
         bar = tqdm(desc="build", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1.0)

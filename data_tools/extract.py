@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import atomic_open
 from data_tools.errors import UserError
+from data_tools.parallel import ordered_map
 from data_tools.sources import BadInputPolicy, Document
 from data_tools.sources.owt import read_owt
 from data_tools.sources.wiki import Page, iter_articles, page_document
@@ -62,8 +63,19 @@ def _init(headings: bool) -> None:
     _HEADINGS = headings
 
 
-def _clean(page: Page) -> Document:
-    return page_document(page, _HEADINGS)
+def _clean_many(pages: list[Page]) -> list[Document]:
+    return [page_document(p, _HEADINGS) for p in pages]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _write_jsonl(docs: Iterable[Document], output: str | os.PathLike, result: ExtractResult, min_chars: int,
@@ -118,7 +130,9 @@ def extract_wiki(
     try:
         if workers > 1:
             pool = mp.get_context("fork").Pool(workers, initializer=_init, initargs=(headings,))
-            docs: Iterator[Document] = pool.imap(_clean, pages, chunksize=8)
+            docs: Iterator[Document] = (
+                d for chunk in ordered_map(pool, _clean_many, _chunks(pages, 8), in_flight=4 * workers) for d in chunk
+            )
         else:
             docs = (page_document(p, headings) for p in pages)
         with tqdm(desc="extract-wiki", unit=" articles", disable=not progress, file=sys.stderr, mininterval=1) as bar:

@@ -247,3 +247,16 @@ def test_owt_truncated_and_non_utf8(tmp_path):
         _member(outer, "urlsf_subset00.xz", buf.getvalue())
     with pytest.raises(UserError, match=r"urlsf_subset00.xz/x.txt:1: not UTF-8"):
         list(read_owt(bad))
+
+
+def test_extract_owt_writes_jsonl(tmp_path):
+    from data_tools.extract import extract_owt
+
+    path = owt_archive(tmp_path / "owt.tar.xz", [["Doc one.", "Doc two."], ["Doc one.", "Doc three, longer."]])
+    result = extract_owt(path, tmp_path / "out" / "owt.jsonl", dedup=True, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "owt.jsonl").read_text().splitlines()]
+    assert [d["text"] for d in lines] == ["Doc one.", "Doc two.", "Doc three, longer."]
+    assert result.documents == 3 and "3 documents" in result.summary()
+    with pytest.raises(UserError, match="no documents extracted"):
+        extract_owt(path, tmp_path / "short.jsonl", min_chars=1000, progress=False)
+    assert not (tmp_path / "short.jsonl").exists()
