@@ -79,10 +79,13 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 
 def _write_jsonl(docs: Iterable[Document], output: str | os.PathLike, result: ExtractResult, min_chars: int,
-                 bar: tqdm) -> None:
+                 bar: tqdm, stats: dict | None = None) -> None:
+    start = time.perf_counter()
     with atomic_open(output, "w", encoding="utf-8") as fh:
         for doc in docs:
             bar.update(1)
+            if stats and bar.n % 64 == 0:  # pages read include the redirects and other pages we drop
+                bar.set_postfix_str(f"{stats['pages'] / (time.perf_counter() - start):,.0f} pages/s", refresh=False)
             if len(doc.text) < max(min_chars, 1):
                 result.too_short += 1
                 continue
@@ -136,7 +139,7 @@ def extract_wiki(
         else:
             docs = (page_document(p, headings) for p in pages)
         with tqdm(desc="extract-wiki", unit=" articles", disable=not progress, file=sys.stderr, mininterval=1) as bar:
-            _write_jsonl(docs, output, result, min_chars, bar)
+            _write_jsonl(docs, output, result, min_chars, bar, stats)
     finally:
         if pool is not None:
             pool.terminate()

@@ -9,6 +9,7 @@ is fed as bytes, so expat honours a non-UTF-8 ``encoding=`` declaration.
 from __future__ import annotations
 
 import re
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,8 +195,15 @@ def _render(nodes, out: list[str], drop: frozenset[str], headings: bool) -> None
 
 
 def page_document(page: Page, headings: bool = False) -> Document:
-    """Clean a page into a :class:`Document` (id = page id)."""
-    return Document(id=str(page.id), text=clean_wikitext(page.wikitext, page.drop_prefixes, headings), title=page.title)
+    """Clean a page into a :class:`Document` (id = page id). A page the parser cannot handle comes back
+    empty (and is then dropped as too short), with a warning naming it: one odd page must not stop a dump."""
+    try:
+        text = clean_wikitext(page.wikitext, page.drop_prefixes, headings)
+    except (mwparserfromhell.parser.ParserError, RecursionError, ValueError) as exc:
+        print(f"warning: page {page.id} {page.title!r}: wikitext not parsed ({type(exc).__name__}); dropped",
+              file=sys.stderr)
+        text = ""
+    return Document(id=str(page.id), text=text, title=page.title)
 
 
 def read_wiki(path: Path, policy: BadInputPolicy | None = None, headings: bool = False) -> Iterator[Document]:
