@@ -149,7 +149,10 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
     history: list[dict] = []
     best: dict | None = None
     step = samples = 0
-    train_time = 0.0
+    # Wall clock of the training loop (batching, forward/backward, optimizer, logging) without the time
+    # spent evaluating and saving checkpoints: what a samples/s figure should mean.
+    loop_start = time.perf_counter()
+    paused = 0.0
     bar = tqdm(total=total_steps, desc="finetune", disable=rank != 0, dynamic_ncols=True)
     epoch = 0
     while step < total_steps:
@@ -159,7 +162,6 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
             if i % world != rank:
                 continue
             module.train()
-            t0 = time.perf_counter()
             out = train_loss(module, batch, alum, generator=gen)
             if engine is not None:
                 engine.backward(out["loss"])
@@ -171,7 +173,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            train_time += time.perf_counter() - t0
+            train_time = time.perf_counter() - loop_start - paused
             step += 1
             samples += len(batch["input_ids"]) * world
             loss = float(out["loss"].detach())
@@ -187,6 +189,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                 writer.add_scalar("train/samples_per_second", samples / max(train_time, 1e-9), step)
             if step % eval_every == 0 or step == total_steps:
+                t_eval = time.perf_counter()
                 scores = _evaluate(module, evaluate)
                 scores.update(step=step, epoch=round(step / per_epoch, 3))
                 history.append(scores)
@@ -201,14 +204,17 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                 if best is None or scores[metric] > best[metric]:
                     best = dict(scores)
                     _save(engine, module, tokenizer, out_dir / "best", rank)
+                paused += time.perf_counter() - t_eval
                 if rank == 0:
                     bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()
                                                            if isinstance(v, float)))
         epoch += 1
     bar.close()
+    train_time = time.perf_counter() - loop_start - paused
     result = {"metric": metric, "best": best, "final": history[-1] if history else None, "history": history,
               "train_steps": step, "train_samples": samples,
-              "train_samples_per_second": samples / max(train_time, 1e-9), "alum": opts.alum.model_dump(),
+              "train_samples_per_second": samples / max(train_time, 1e-9),
+              "train_seconds": train_time, "alum": opts.alum.model_dump(),
               **(extra_metrics or {})}
     _save(engine, module, tokenizer, out_dir / "final", rank)
     if rank == 0:
