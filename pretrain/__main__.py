@@ -3,7 +3,7 @@
 Examples::
 
     python -m pretrain train --config run.json --train.micro_batch 8 --alum.enabled false
-    deepspeed --num_gpus 2 -m pretrain train --config run.json           # or the launcher's script form
+    deepspeed --num_gpus 2 --module pretrain train --config run.json
     torchrun --nproc_per_node 2 -m pretrain train --config run.json
     mpirun -np 2 python -m pretrain train --config run.json
     python -m pretrain export runs/bert-tiny --step 1000 -o hf/bert-tiny

@@ -13,6 +13,7 @@ a process learns its rank:
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,19 @@ class DistEnv:
     local_rank: int
 
 
+def prefer_interpreter_tools() -> None:
+    """Put this interpreter's ``bin`` first on PATH when it holds a ``ninja``.
+
+    DeepSpeed JIT-compiles its ops with the first ``ninja`` on PATH. A venv's ninja and a system one of
+    another version hash build commands differently, so processes started with and without the venv
+    activated rebuild the shared ops every time (minutes each); pinning the venv's keeps one build.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if os.path.exists(os.path.join(bin_dir, "ninja")) and path[:1] != [bin_dir]:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
+
+
 def discover_dist_env(local_rank_arg: int | None = None) -> DistEnv:
     """Read rank/world from the launcher's environment (torchrun, deepspeed, mpirun) and export the
     ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables torch.distributed's ``env://`` needs.
@@ -40,6 +54,7 @@ def discover_dist_env(local_rank_arg: int | None = None) -> DistEnv:
     Returns:
         The process's ``DistEnv``.
     """
+    prefer_interpreter_tools()
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])

@@ -58,7 +58,7 @@ class Monitor:
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         self.is_main = dist.rank == 0
         self.overflows = 0.0
-        self._acc = torch.zeros(7, dtype=torch.float64)
+        self._acc: torch.Tensor | None = None
         self._time = self._wait = 0.0
         self._steps = 0
         self.tb = self.bar = None
@@ -90,7 +90,7 @@ class Monitor:
         Returns:
             The mean total loss when this step was logged, else None.
         """
-        self._acc += stats
+        self._acc = stats.clone() if self._acc is None else self._acc + stats
         self._time += seconds
         self._wait += wait
         self._steps += 1
@@ -98,9 +98,10 @@ class Monitor:
             if self.bar is not None:
                 self.bar.update(1)
             return None
-        acc = self._acc.clone()
+        acc = self._acc
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(acc)
+        acc = acc.cpu()
         n_micro = ga * self.dist.world_size * self._steps
         loss, mlm, adv = (acc[:3] / n_micro).tolist()
         self.overflows += acc[3].item()
@@ -112,7 +113,7 @@ class Monitor:
             "samples_per_sec": samples / self._time, "tokens_per_sec": acc[6].item() / self._time,
             "data_wait_frac": self._wait / self._time,
         }
-        self._acc.zero_()
+        self._acc = None
         self._time = self._wait = 0.0
         self._steps = 0
         if not self.is_main:

@@ -119,6 +119,33 @@ def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str
     return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": (sums[1] / sums[2].clamp(min=1)).item()}
 
 
+def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torch.Tensor, float]:
+    """``ga`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on the last).
+
+    Returns:
+        Sums over the micro-batches (loss, mlm, adv, overflow, correct, count, tokens), kept on the device
+        so that a GPU is not synchronised every micro-batch, and the seconds spent waiting for data.
+    """
+    stats = torch.zeros(7, dtype=torch.float64, device=engine.device)
+    wait = 0.0
+    for _ in range(ga):
+        tw = time.perf_counter()
+        batch = next(batches)
+        wait += time.perf_counter() - tw
+        ids = batch.pop("sample_id")
+        if ids_log is not None:
+            ids_log.add(step, ids)
+        tokens = float(batch["attention_mask"].sum())
+        sync_ascent_scale(engine, model)
+        out = engine(**_to_device(batch, engine.device))
+        engine.backward(out.loss)
+        engine.step()
+        parts = (out.loss, out.mlm_loss, out.adv_loss, out.overflow, out.masked_correct, out.masked_count)
+        stats[:6] += torch.stack([t.detach().to(stats.device, torch.float64) for t in parts])
+        stats[6] += tokens
+    return stats, wait
+
+
 def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     """Train (or resume) the run described by ``cfg``.
 
@@ -165,23 +192,8 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         # Last thing before the first step: anything above may draw random numbers.
         checkpoint.set_rng_state(client["rng"])
     while step < total and not exit_early:
-        stats = torch.zeros(7, dtype=torch.float64)  # loss, mlm, adv, overflow, correct, count, tokens
-        wait = 0.0
         t0 = time.perf_counter()
-        for _ in range(ga):
-            tw = time.perf_counter()
-            batch = next(batches)
-            wait += time.perf_counter() - tw
-            ids = batch.pop("sample_id")
-            if ids_log is not None:
-                ids_log.add(step + 1, ids)
-            sync_ascent_scale(engine, model)
-            out = engine(**_to_device(batch, engine.device))
-            engine.backward(out.loss)
-            engine.step()
-            stats += torch.stack([t.detach().double().cpu() for t in (
-                out.loss, out.mlm_loss, out.adv_loss, out.overflow, out.masked_correct, out.masked_count,
-                batch["attention_mask"].sum())])
+        stats, wait = _one_step(engine, model, batches, ga, ids_log, step + 1)
         step += 1
         consumed += cfg.train.global_batch
         logged = monitor.step(step, stats, ga, time.perf_counter() - t0, wait, engine.get_lr()[0],
