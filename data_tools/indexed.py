@@ -97,15 +97,6 @@ def parse_dtype(value: str | np.dtype | type) -> np.dtype:
     return dt
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Return the hex SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
 class IndexedCorpus:
     """Random access to a Megatron MMIDIDX corpus (``PREFIX.bin`` + ``PREFIX.idx``) through numpy memmaps.
 
