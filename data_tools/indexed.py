@@ -451,7 +451,10 @@ class IndexedCorpusWriter:
                     f"corpus dtype {self.dtype.name} (range {self._min}..{self._max}); use a wider --dtype"
                 )
         data = arr.astype(self.dtype, copy=False).tobytes(order="C")
-        self._fh.write(data)
+        try:
+            self._fh.write(data)
+        except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
+            raise UserError(f"{bin_path(self.prefix)}: write failed ({exc.strerror or exc})") from None
         self._hash.update(data)
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if int(lengths.sum()) != arr.size:

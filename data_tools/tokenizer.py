@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 import tokenizers
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from tokenizers import decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
@@ -218,7 +219,7 @@ class SPTokenizer(Tokenizer):
         self._sp = _load_spm(proto, self.path)
         self._proto = proto
         self.vocab_size = self._sp.get_piece_size()
-        self.fingerprint = hashlib.sha256(proto).hexdigest()[:16]
+        self.fingerprint = _spm_fingerprint(proto)
         self._set_specials()
 
     def __getstate__(self):
@@ -255,6 +256,15 @@ class SPTokenizer(Tokenizer):
 
     def _starts_word(self, piece: str) -> bool:
         return piece.startswith("▁")
+
+
+def _spm_fingerprint(proto: bytes) -> str:
+    """Hash of the pieces, scores, types and normalization: not of the trainer's settings (which hold paths)."""
+    m = sp_pb2.ModelProto()
+    m.ParseFromString(proto)
+    key = [m.normalizer_spec.SerializeToString(deterministic=True), m.denormalizer_spec.SerializeToString(deterministic=True)]
+    key += [p.SerializeToString(deterministic=True) for p in m.pieces]
+    return hashlib.sha256(b"\0".join(key)).hexdigest()[:16]
 
 
 def _load_spm(proto: bytes, path: Path) -> spm.SentencePieceProcessor:
@@ -382,6 +392,10 @@ def train_tokenizer(
 
     Returns:
         the trained tokenizer, loaded from ``out_dir``.
+
+    SentencePiece training is seeded, so the same text gives the same model (``threads=1``). WordPiece
+    training in ``tokenizers`` 0.23 is not bit-reproducible (hash-map order breaks count ties:
+    huggingface/tokenizers#1794): keep the trained directory, the corpus' fingerprint check relies on it.
     """
     out = Path(out_dir)
     if kind not in ("wordpiece", "sentencepiece"):
@@ -454,6 +468,7 @@ def _train_sentencepiece(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".spm-") as tmpdir:
         prefix = os.path.join(tmpdir, "spm")
+        spm.set_random_generator_seed(0)  # same text, same model (with one thread)
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(texts),
@@ -472,6 +487,9 @@ def _train_sentencepiece(
                 user_defined_symbols=["<mask>"],
                 # A small corpus may not support the requested size; take what it supports instead of failing.
                 hard_vocab_limit=False,
+                # Reservoir-sample at most this many sentences: bounds the trainer's memory on a full dump.
+                input_sentence_size=10_000_000,
+                shuffle_input_sentence=True,
                 num_threads=threads,
                 minloglevel=2,
             )
@@ -479,5 +497,9 @@ def _train_sentencepiece(
             if texts.count == 0:
                 raise UserError("no training text: the input holds no non-empty document") from None
             raise UserError(f"SentencePiece training failed: {str(exc).splitlines()[0]}") from None
+        model = sp_pb2.ModelProto()
+        model.ParseFromString(Path(prefix + ".model").read_bytes())
+        model.trainer_spec.model_prefix = "spm"  # not the temporary directory: same text, same bytes
+        Path(prefix + ".model").write_bytes(model.SerializeToString(deterministic=True))
         for name in (SPM_MODEL_NAME, "spm.vocab"):
             os.replace(os.path.join(tmpdir, name), out / name)

@@ -156,3 +156,9 @@ def test_encode_flat_matches_encode_batch(wordpiece, sentencepiece):
     flat, lengths = wordpiece.encode_flat(with_sep)
     assert flat.tolist() == [i for e in wordpiece.encode_batch(with_sep) for i in e]
     assert wordpiece._joiner == "[SEP]" and load_tokenizer(wordpiece.path / "vocab.txt")._joiner == "[SEP]"
+
+
+def test_sentencepiece_training_is_reproducible(tmp_path, sentencepiece):
+    again = train_tokenizer(TEXT, tmp_path / "again", kind="sentencepiece", vocab_size=200)
+    assert (tmp_path / "again" / "spm.model").read_bytes() == sentencepiece.path.read_bytes()
+    assert again.fingerprint == sentencepiece.fingerprint
