@@ -236,7 +236,8 @@ class PretrainModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         cfg = self.alum
-        use_alum = cfg is not None and cfg.active and self.training
+        # Training mode only (as the authors' code), and never under no_grad, where no ascent is possible.
+        use_alum = cfg is not None and cfg.active and self.training and torch.is_grad_enabled()
         site = cfg.site if cfg is not None else "embedding_output"
 
         labels = mlm_labels.reshape(-1)  # [B*T]

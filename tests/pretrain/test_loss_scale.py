@@ -109,3 +109,11 @@ def test_injected_inf_skips_the_ascent_lowers_the_scale_and_keeps_weights_finite
     # the next step is clean again
     out = model(**tiny_batch(seed=1))
     assert out.overflow.item() == 0 and out.adv_loss.item() > 0
+
+
+def test_a_float16_alum_training_step_on_cpu_stays_finite():
+    model = tiny_model(alum=AlumConfig(), dropout=0.1).half()
+    out = model(**tiny_batch())
+    assert out.overflow.item() == 0 and out.adv_loss.item() > 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

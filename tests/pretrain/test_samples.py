@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -101,6 +102,8 @@ def test_dynamic_masking_changes_per_epoch_but_not_the_text(wp):
     tok, prefix = wp
     ds = MLMDataset(prefix, tok, max_seq_len=64, seed=1, masking=MaskingConfig(whole_word=True))
     a, b = ds.get(3, epoch=0), ds.get(3, epoch=1)
+    in_worker = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
+    assert np.array_equal(in_worker.get(3, epoch=1)["input_ids"], b["input_ids"])
     assert np.array_equal(_original(a), _original(b))
     assert not np.array_equal(a["mlm_labels"], b["mlm_labels"])
     assert np.array_equal(ds[len(ds) + 3]["mlm_labels"], b["mlm_labels"])  # sampler numbering of epoch 1
