@@ -68,3 +68,14 @@ def test_same_bytes_as_megatron_builder(tmp_path):
     builder.finalize(str(tmp_path / "meg.idx"))
     for ext in ("bin", "idx"):
         assert (tmp_path / f"ours.{ext}").read_bytes() == (tmp_path / f"meg.{ext}").read_bytes()
+
+
+def test_megatron_multimodal_index_opens(tmp_path):
+    """Megatron's multimodal files append one mode byte per sequence to the .idx; the tokens still read."""
+    builder = IndexedDatasetBuilder(str(tmp_path / "mm.bin"), dtype=np.int32, multimodal=True)
+    builder.add_item(torch.tensor([1, 2, 3]), mode=1)
+    builder.add_item(torch.tensor([4]), mode=0)
+    builder.end_document()
+    builder.finalize(str(tmp_path / "mm.idx"))
+    ours = IndexedCorpus(tmp_path / "mm")
+    assert [s.tolist() for s in ours.document(0)] == [[1, 2, 3], [4]]
