@@ -118,6 +118,27 @@ def test_export_logits_and_logs(tmp_path, corpus):
     assert resolved["alum"]["enabled"] is True and resolved["train"]["train_steps"] == 4
 
 
+@pytest.mark.slow
+def test_init_from_hf_dir_and_blended_corpora(tmp_path, corpus):
+    import shutil
+
+    from pretrain.__main__ import export
+
+    first = _train(tmp_path, corpus, "first", train={"train_steps": 6, "save_interval": 0})
+    hf_dir = export(first.run_dir, tmp_path / "hf")
+    # A second corpus prefix (a copy) blended 3:1 with the first; the model continues from the export.
+    for suffix in (".bin", ".idx", ".meta.json"):
+        shutil.copy(corpus[0] + suffix, str(tmp_path / "copy") + suffix)
+    again = _train(tmp_path, corpus, "again", model={"init_from": str(hf_dir)},
+                   data={"prefixes": [corpus[0], str(tmp_path / "copy")], "weights": [3.0, 1.0]},
+                   train={"train_steps": 2, "save_interval": 0})
+    scratch = metrics(first.run_dir)
+    continued = metrics(again.run_dir)
+    # Continued pre-training starts where the first run ended, not at a fresh model's loss.
+    assert continued[0]["mlm_loss"] < scratch[0]["mlm_loss"] - 0.05
+    assert json.loads((again.run_dir / "config.json").read_text())["data"]["weights"] == [3.0, 1.0]
+
+
 def test_export_errors(tmp_path, corpus):
     from pretrain.__main__ import export
 
