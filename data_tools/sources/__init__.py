@@ -89,6 +89,18 @@ def decompress_error(path: Path, exc: BaseException) -> UserError:
     return UserError(f"{path}: {what}")
 
 
+def _looks_like_mediawiki(path: Path) -> bool:
+    """Sniff the first (decompressed) kilobytes for a MediaWiki export root element."""
+    if path.suffix.lower() not in ("", ".bz2", ".gz", ".xz", ".txt", ".dump"):
+        return False
+    try:
+        with open_binary(path) as fh:
+            head = fh.read(4096)
+    except (UserError, *DECOMPRESS_ERRORS):
+        return False
+    return b"<mediawiki" in head
+
+
 def input_kind(path: Path) -> str:
     """Name the reader for ``path``: ``jsonl``, ``wiki``, ``owt`` or ``text``."""
     name = path.name.lower()
@@ -100,7 +112,8 @@ def input_kind(path: Path) -> str:
         return "owt" if any(path.glob("*.xz")) else "text"
     if stem.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
-    if stem.endswith(".xml"):
+    # Wikipedia's own names put ".xml" mid-name: enwiki-latest-pages-articles1.xml-p1p41242.bz2
+    if stem.endswith(".xml") or ".xml-" in name or _looks_like_mediawiki(path):
         return "wiki"
     if stem.endswith(".tar") or name.endswith((".tgz", ".xz")):
         return "owt"

@@ -260,3 +260,15 @@ def test_extract_owt_writes_jsonl(tmp_path):
     with pytest.raises(UserError, match="no documents extracted"):
         extract_owt(path, tmp_path / "short.jsonl", min_chars=1000, progress=False)
     assert not (tmp_path / "short.jsonl").exists()
+
+
+def test_input_kind_from_names_and_content(tmp_path, wiki_dump):
+    from data_tools.sources import input_kind
+
+    assert input_kind(wiki_dump) == "wiki"  # enwiki-…-articles1.xml-p…-shortened.bz2: ".xml" mid-name
+    (tmp_path / "export.bz2").write_bytes(bz2.compress(dump(page(1, "A", "Text."))))
+    (tmp_path / "notes.txt").write_text("Just text.\n\nMore text.")
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\n'))
+    kinds = {p.name: input_kind(p) for p in tmp_path.iterdir()}
+    assert kinds == {"export.bz2": "wiki", "notes.txt": "text", "d.jsonl.gz": "jsonl"}
+    assert [d.text for d in read_documents(tmp_path / "export.bz2")] == ["Text."]
