@@ -34,6 +34,7 @@ from data_tools.indexed import (
 from data_tools.parallel import ordered_map
 from data_tools.sentences import split_sentences
 from data_tools.sources import BadInputPolicy, read_documents
+from data_tools.sources.wiki import Page, page_document
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 
 # A task for a worker: ~256K characters (a few Wikipedia articles, dozens of web pages): large enough to
@@ -80,8 +81,13 @@ def _init_worker(tokenizer_path: str, split: bool) -> None:
     _WORKER_SPLIT = split
 
 
-def encode_documents(texts: list[str], tok: Tokenizer, split: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+def encode_documents(
+    texts: list[str | Page], tok: Tokenizer, split: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split each text into sentences and tokenize them in one batch call.
+
+    Args:
+        texts: document texts, or wiki pages still to be cleaned (cleaning then runs in the worker too).
 
     Returns:
         per document ``(tokens int32[total], lengths int32[sentences])``, empty sentences dropped.
@@ -89,6 +95,8 @@ def encode_documents(texts: list[str], tok: Tokenizer, split: bool = True) -> li
     sentences: list[str] = []
     counts: list[int] = []
     for text in texts:
+        if isinstance(text, Page):
+            text = page_document(text).text
         sents = split_sentences(text) if split else ([text.strip()] if text.strip() else [])
         sentences.extend(sents)
         counts.append(len(sents))
@@ -112,7 +120,7 @@ def _batches(docs, max_docs: int = BATCH_DOCS, max_chars: int = BATCH_CHARS):
     batch: list[str] = []
     chars = 0
     for doc in docs:
-        batch.append(doc.text)
+        batch.append(doc if isinstance(doc, Page) else doc.text)
         chars += len(doc.text)
         if len(batch) >= max_docs or chars >= max_chars:
             yield batch
@@ -209,7 +217,7 @@ def build(
     dt = choose_dtype(dtype, tok.vocab_size)
     sharded = shards is not None or shard_size is not None
     policy = BadInputPolicy(skip=skip_bad)
-    docs = read_documents(inputs, json_key=json_key, policy=policy, kind=input_kind)
+    docs = read_documents(inputs, json_key=json_key, policy=policy, kind=input_kind, raw_wiki=True)
     meta = {
         "format": "MMIDIDX",
         "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint,

@@ -125,6 +125,7 @@ def read_documents(
     json_key: str = "text",
     policy: BadInputPolicy | None = None,
     kind: str = "auto",
+    raw_wiki: bool = False,
 ) -> Iterator[Document]:
     """Yield the documents of every input in order.
 
@@ -133,6 +134,8 @@ def read_documents(
         json_key: the JSONL field holding the text.
         policy: bad-document handling (default: raise on the first).
         kind: ``auto`` (from the path), ``jsonl``, ``text``, ``wiki`` or ``owt``.
+        raw_wiki: yield wiki pages uncleaned (:class:`~data_tools.sources.wiki.Page`, ``.text`` is the
+            wikitext) so that a process pool can clean them in parallel with ``wiki.page_document``.
 
     Raises:
         UserError: bad input (unless skipped), or no document at all.
@@ -145,7 +148,7 @@ def read_documents(
     readers = {
         "jsonl": lambda p: jsonl.read_jsonl(p, json_key, policy),
         "text": lambda p: text.read_text(p, policy),
-        "wiki": lambda p: wiki.read_wiki(p, policy),
+        "wiki": lambda p: wiki.iter_articles(p, policy) if raw_wiki else wiki.read_wiki(p, policy),
         "owt": lambda p: owt.read_owt(p, policy),
     }
     if kind != "auto" and kind not in readers:

@@ -63,6 +63,11 @@ class Page:
     wikitext: str
     drop_prefixes: frozenset[str] = DROP_NAMESPACES
 
+    @property
+    def text(self) -> str:
+        """The uncleaned wikitext (so a page passes where a Document's ``text`` is only counted)."""
+        return self.wikitext
+
 
 def _drop_prefixes(dump: mwxml.Dump) -> frozenset[str]:
     names = set(DROP_NAMESPACES)

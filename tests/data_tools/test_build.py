@@ -103,3 +103,13 @@ def test_no_split_keeps_one_sequence_per_document(tmp_path, small_docs, wordpiec
     c = IndexedCorpus(build([small_docs], wordpiece_dir, tmp_path / "d", split_sentences=False, progress=False).prefixes[0])
     assert len(c) == c.num_documents == len(texts_of(small_docs))
     assert c.meta["sequence"] == "document"
+
+
+def test_build_straight_from_the_dump_equals_build_from_extracted_jsonl(tmp_path, wiki_dump, wiki_extract,
+                                                                       wordpiece_dir):
+    """Wiki pages are cleaned inside the build workers; the corpus is the one extract-wiki + build makes."""
+    direct = build([wiki_dump], wordpiece_dir, tmp_path / "direct", workers=2, progress=False)
+    via_jsonl = build([wiki_extract[0]], wordpiece_dir, tmp_path / "jsonl", progress=False)
+    assert direct.documents == via_jsonl.documents == wiki_extract[1].documents
+    for ext in ("bin", "idx"):
+        assert (tmp_path / f"direct.{ext}").read_bytes() == (tmp_path / f"jsonl.{ext}").read_bytes()
