@@ -43,14 +43,16 @@ def save_hf_dir(model, tokenizer, out_dir: Path) -> None:
         raise
 
 
-def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(model, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
     # Biases and LayerNorm weights are not decayed (BERT's recipe, as in run_glue.py).
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    # The fused kernel (CPU and CUDA) is HF Trainer's default too ("adamw_torch_fused"); DeepSpeed's ZeRO
+    # wrappers get the plain one.
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -121,110 +123,133 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
     Returns:
         The contents of ``metrics.json``.
     """
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
-    out_dir = Path(out_dir)
+    loop = _Loop(model, tokenizer, opts, steps_per_epoch, evaluate, metric, Path(out_dir))
     alum = opts.alum.build()
-    if opts.deepspeed is not None:
-        _init_distributed()
-    rank, world = _dist_info()
-    # One step = one micro-batch on every rank; an epoch's last incomplete round of batches is dropped.
-    per_epoch = steps_per_epoch // world
-    if per_epoch == 0:
-        raise UserError(f"{steps_per_epoch} batches per epoch for {world} ranks; expected at least one per "
-                        "rank (lower --batch-size)")
-    total_steps = max(1, math.ceil(per_epoch * opts.epochs))
-    optimizer = _optimizer(model, opts.lr, opts.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(opts.warmup_ratio * total_steps), total_steps)
-    engine = None
-    if opts.deepspeed is not None:
-        engine, optimizer, scheduler = _deepspeed_init(model, optimizer, scheduler, Path(opts.deepspeed),
-                                                     opts.batch_size, opts.max_grad_norm)
-    module = engine.module if engine is not None else model
-    writer = SummaryWriter(str(out_dir / "tensorboard")) if rank == 0 else None
-    gen = torch.Generator().manual_seed(opts.seed + 7919 * rank)
-    eval_every = max(1, per_epoch // opts.evals_per_epoch)
-    history: list[dict] = []
-    best: dict | None = None
-    step = samples = 0
-    # Wall clock of the training loop (batching, forward/backward, optimizer, logging) without the time
-    # spent evaluating and saving checkpoints: what a samples/s figure should mean.
-    loop_start = time.perf_counter()
-    paused = 0.0
-    bar = tqdm(total=total_steps, desc="finetune", disable=rank != 0, dynamic_ncols=True)
+    gen = torch.Generator().manual_seed(opts.seed + 7919 * loop.rank)
+    bar = tqdm(total=loop.total_steps, desc="finetune", disable=loop.rank != 0, dynamic_ncols=True)
     epoch = 0
-    while step < total_steps:
+    while loop.step < loop.total_steps:
         for i, batch in enumerate(train_batches(epoch)):
-            if step >= total_steps or i >= per_epoch * world:
+            if loop.step >= loop.total_steps or i >= loop.per_epoch * loop.world:
                 break
-            if i % world != rank:
+            if i % loop.world != loop.rank:  # each rank takes every world-th batch
                 continue
-            module.train()
-            out = train_loss(module, batch, alum, generator=gen)
-            if engine is not None:
-                engine.backward(out["loss"])
-                engine.step()
-            else:
-                out["loss"].backward()
-                if opts.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            train_time = time.perf_counter() - loop_start - paused
-            step += 1
-            samples += len(batch["input_ids"]) * world
-            loss = float(out["loss"].detach())
-            if not math.isfinite(loss):
-                raise UserError(f"step {step}: loss is {loss}; lower --lr or check the data")
+            out = loop.train_step(batch, alum, gen)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if writer is not None and (step % opts.log_every == 0 or step == 1):
-                writer.add_scalar("train/loss", loss, step)
-                writer.add_scalar("train/task_loss", float(out["task_loss"]), step)
-                if out["adv_loss"] is not None:
-                    writer.add_scalar("train/adv_loss", float(out["adv_loss"]), step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                writer.add_scalar("train/samples_per_second", samples / max(train_time, 1e-9), step)
-            if step % eval_every == 0 or step == total_steps:
-                t_eval = time.perf_counter()
-                scores = _evaluate(module, evaluate)
-                scores.update(step=step, epoch=round(step / per_epoch, 3))
-                history.append(scores)
-                if metric not in scores:
-                    raise UserError(f"--metric: {metric!r} is not computed for this task; expected one of "
-                                    f"{', '.join(k for k in scores if k not in ('step', 'epoch'))}")
-                if writer is not None:
-                    for k, v in scores.items():
-                        if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                            writer.add_scalar(f"dev/{k}", v, step)
-                # Every rank scores the whole dev set, so all take the same decision (ZeRO-3 gathers need all).
-                if best is None or scores[metric] > best[metric]:
-                    best = dict(scores)
-                    _save(engine, module, tokenizer, out_dir / "best", rank)
-                paused += time.perf_counter() - t_eval
-                if rank == 0:
-                    bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()
-                                                           if isinstance(v, float)))
+            bar.set_postfix(loss=f"{float(out['loss']):.4f}")
+            if loop.step % loop.eval_every == 0 or loop.step == loop.total_steps:
+                scores = loop.evaluate_and_keep_best()
+                if loop.rank == 0:
+                    bar.write(f"step {loop.step}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()
+                                                                if isinstance(v, float)))
         epoch += 1
     bar.close()
-    train_time = time.perf_counter() - loop_start - paused
-    result = {"metric": metric, "best": best, "final": history[-1] if history else None, "history": history,
-              "train_steps": step, "train_samples": samples,
-              "train_samples_per_second": samples / max(train_time, 1e-9),
-              "train_seconds": train_time, "alum": opts.alum.model_dump(),
-              **(extra_metrics or {})}
-    _save(engine, module, tokenizer, out_dir / "final", rank)
-    if rank == 0:
-        write_json(out_dir / "metrics.json", result)
-    if writer is not None:
-        writer.close()
-    if engine is not None and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return result
+    return loop.finish(extra_metrics)
+
+
+class _Loop:
+    """State of one fine-tuning run: optimizer, schedule, optional DeepSpeed engine, logging, best score."""
+
+    def __init__(self, model, tokenizer, opts, steps_per_epoch: int, evaluate: Callable, metric: str,
+                 out_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers import get_linear_schedule_with_warmup
+
+        if opts.deepspeed is not None:
+            _init_distributed()
+        self.rank, self.world = _dist_info()
+        # One step = one micro-batch on every rank; an epoch's last incomplete round of batches is dropped.
+        self.per_epoch = steps_per_epoch // self.world
+        if self.per_epoch == 0:
+            raise UserError(f"{steps_per_epoch} batches per epoch for {self.world} ranks; expected at least "
+                            "one per rank (lower --batch-size)")
+        self.total_steps = max(1, math.ceil(self.per_epoch * opts.epochs))
+        self.eval_every = max(1, self.per_epoch // opts.evals_per_epoch)
+        self.optimizer = _optimizer(model, opts.lr, opts.weight_decay, fused=opts.deepspeed is None)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(opts.warmup_ratio * self.total_steps),
+                                                         self.total_steps)
+        self.engine = None
+        if opts.deepspeed is not None:
+            self.engine, self.optimizer, self.scheduler = _deepspeed_init(
+                model, self.optimizer, self.scheduler, Path(opts.deepspeed), opts.batch_size, opts.max_grad_norm)
+        self.module = self.engine.module if self.engine is not None else model
+        self.tokenizer, self.opts, self.evaluate, self.metric, self.out_dir = tokenizer, opts, evaluate, metric, out_dir
+        self.writer = SummaryWriter(str(out_dir / "tensorboard")) if self.rank == 0 else None
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.step = self.samples = 0
+        # Wall clock of the training loop (batching, forward/backward, optimizer, logging) without the time
+        # spent evaluating and saving checkpoints: what a samples/s figure should mean.
+        self.start = time.perf_counter()
+        self.paused = 0.0
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def train_step(self, batch: dict, alum, gen: torch.Generator) -> dict:
+        self.module.train()
+        out = train_loss(self.module, batch, alum, generator=gen)
+        if self.engine is not None:
+            self.engine.backward(out["loss"])
+            self.engine.step()
+        else:
+            out["loss"].backward()
+            if self.opts.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.opts.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.samples += len(batch["input_ids"]) * self.world
+        loss = float(out["loss"].detach())
+        if not math.isfinite(loss):
+            raise UserError(f"step {self.step}: loss is {loss}; lower --lr or check the data")
+        if self.writer is not None and (self.step % self.opts.log_every == 0 or self.step == 1):
+            w = self.writer
+            w.add_scalar("train/loss", loss, self.step)
+            w.add_scalar("train/task_loss", float(out["task_loss"]), self.step)
+            if out["adv_loss"] is not None:
+                w.add_scalar("train/adv_loss", float(out["adv_loss"]), self.step)
+            w.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+            w.add_scalar("train/samples_per_second", self.samples / max(self.train_seconds(), 1e-9), self.step)
+        return out
+
+    def evaluate_and_keep_best(self) -> dict:
+        t0 = time.perf_counter()
+        scores = _evaluate(self.module, self.evaluate)
+        scores.update(step=self.step, epoch=round(self.step / self.per_epoch, 3))
+        self.history.append(scores)
+        if self.metric not in scores:
+            raise UserError(f"--metric: {self.metric!r} is not computed for this task; expected one of "
+                            f"{', '.join(k for k in scores if k not in ('step', 'epoch'))}")
+        if self.writer is not None:
+            for k, v in scores.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.writer.add_scalar(f"dev/{k}", v, self.step)
+        # Every rank scores the whole dev set, so all take the same decision (ZeRO-3 gathers need all).
+        if self.best is None or scores[self.metric] > self.best[self.metric]:
+            self.best = dict(scores)
+            _save(self.engine, self.module, self.tokenizer, self.out_dir / "best", self.rank)
+        self.paused += time.perf_counter() - t0
+        return scores
+
+    def finish(self, extra_metrics: dict | None) -> dict:
+        seconds = self.train_seconds()
+        result = {"metric": self.metric, "best": self.best, "final": self.history[-1] if self.history else None,
+                  "history": self.history, "train_steps": self.step, "train_samples": self.samples,
+                  "train_samples_per_second": self.samples / max(seconds, 1e-9), "train_seconds": seconds,
+                  "alum": self.opts.alum.model_dump(), **(extra_metrics or {})}
+        _save(self.engine, self.module, self.tokenizer, self.out_dir / "final", self.rank)
+        if self.rank == 0:
+            write_json(self.out_dir / "metrics.json", result)
+        if self.writer is not None:
+            self.writer.close()
+        if self.engine is not None and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        return result
 
 
 def _save(engine, module, tokenizer, path: Path, rank: int) -> None:

@@ -38,3 +38,22 @@ def test_polarity_import(polarity, tmp_path):
     assert not train_texts & set(read_examples(polarity / "dev.tsv", TaskLayout()).text_a)
     import_polarity(tmp_path)
     assert (tmp_path / "dev.tsv").read_bytes() == (polarity / "dev.tsv").read_bytes()
+
+
+def test_import_and_init_model_commands(tmp_path):
+    import json
+
+    from ft_helpers import cli
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    code, out, err = cli("import-polarity", "-o", str(tmp_path / "pol"), "--dev-fraction", "0.25")
+    assert code == 0, err
+    assert json.loads(out)["dev"] == 50
+    code, out, err = cli("init-model", "--texts", str(tmp_path / "pol" / "train.tsv"), "-o", str(tmp_path / "m"),
+                         "--arch", "roberta", "--vocab-size", "400", "--hidden", "32")
+    assert code == 0, err
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "m"))
+    model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "m"))
+    assert model.config.vocab_size == len(tok) <= 400 and model.config.hidden_size == 32
+    code, _, err = cli("import-bbc", "-o", str(tmp_path / "b"), "--dev-fraction", "1.5")
+    assert code == 2 and "--dev-fraction: got 1.5, expected a number strictly between 0 and 1" in err
