@@ -105,6 +105,7 @@ def test_no_split_keeps_one_sequence_per_document(tmp_path, small_docs, wordpiec
     assert c.meta["sequence"] == "document"
 
 
+@pytest.mark.slow
 def test_build_straight_from_the_dump_equals_build_from_extracted_jsonl(tmp_path, wiki_dump, wiki_extract,
                                                                        wordpiece_dir):
     """Wiki pages are cleaned inside the build workers; the corpus is the one extract-wiki + build makes."""
