@@ -166,6 +166,41 @@ def _remove_other_layouts(output: str, kept: list[str]) -> None:
             _remove_corpus(prefix)
 
 
+def _write_all(encoded, writer_for, result: BuildResult, shards: int | None, shard_size: int | None,
+               progress: bool) -> None:
+    """Write encoded batches in order; a document's shard depends only on its position."""
+    start = time.perf_counter()
+    with tqdm(desc="build", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1.0) as bar:
+        for batch in encoded:
+            for tokens, lengths in batch:
+                if not len(lengths):
+                    result.empty_documents += 1
+                    continue
+                n = result.documents
+                k = n % shards if shards is not None else (n // shard_size if shard_size else 0)
+                writer_for(k).add_document(tokens, lengths)
+                result.documents += 1
+                result.sentences += len(lengths)
+                result.tokens += len(tokens)
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{result.tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", False)
+
+
+def _check_args(output: str | os.PathLike, workers: int, shards: int | None, shard_size: int | None) -> str:
+    if workers < 1:
+        raise UserError(f"--workers {workers}: expected at least 1")
+    if shards is not None and shard_size is not None:
+        raise UserError("--shards and --shard-size are exclusive: give one")
+    if shards is not None and shards < 1:
+        raise UserError(f"--shards {shards}: expected at least 1")
+    if shard_size is not None and shard_size < 1:
+        raise UserError(f"--shard-size {shard_size}: expected at least 1 document")
+    output = os.fspath(output)
+    if not os.path.basename(output):
+        raise UserError(f"-o {output!r}: expected a corpus prefix such as corpus/wiki, not a directory")
+    return output
+
+
 def build(
     inputs: list[str | os.PathLike],
     tokenizer: str | os.PathLike,
@@ -202,17 +237,7 @@ def build(
     Raises:
         UserError: bad arguments or input (see the sources), unwritable output.
     """
-    if workers < 1:
-        raise UserError(f"--workers {workers}: expected at least 1")
-    if shards is not None and shard_size is not None:
-        raise UserError("--shards and --shard-size are exclusive: give one")
-    if shards is not None and shards < 1:
-        raise UserError(f"--shards {shards}: expected at least 1")
-    if shard_size is not None and shard_size < 1:
-        raise UserError(f"--shard-size {shard_size}: expected at least 1 document")
-    output = os.fspath(output)
-    if not os.path.basename(output):
-        raise UserError(f"-o {output!r}: expected a corpus prefix such as corpus/wiki, not a directory")
+    output = _check_args(output, workers, shards, shard_size)
     tok = load_tokenizer(tokenizer)
     dt = choose_dtype(dtype, tok.vocab_size)
     sharded = shards is not None or shard_size is not None
@@ -221,7 +246,7 @@ def build(
     meta = {
         "format": "MMIDIDX",
         "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint,
-                      "path": str(tok.path)},
+                      "path": str(Path(tok.path).resolve())},
         "splitter": f"blingfire-{version('blingfire')}" if split_sentences else "none",
         "sequence": "sentence" if split_sentences else "document",
         "inputs": [str(p) for p in inputs],
@@ -250,21 +275,7 @@ def build(
             encoded = ordered_map(pool, _encode_in_worker, _batches(docs), in_flight=3 * workers)
         else:
             encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs))
-        bar = tqdm(desc="build", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1.0)
-        with bar:
-            for batch in encoded:
-                for tokens, lengths in batch:
-                    if not len(lengths):
-                        result.empty_documents += 1
-                        continue
-                    n = result.documents
-                    k = n % shards if shards is not None else (n // shard_size if shard_size else 0)
-                    writer_for(k).add_document(tokens, lengths)
-                    result.documents += 1
-                    result.sentences += len(lengths)
-                    result.tokens += len(tokens)
-                bar.update(len(batch))
-                bar.set_postfix_str(f"{result.tokens / max(time.perf_counter() - start, 1e-9):,.0f} tok/s", False)
+        _write_all(encoded, writer_for, result, shards, shard_size, progress)
         if result.documents == 0:
             raise UserError(f"{', '.join(map(str, inputs))}: no document produced any token (empty input?)")
         writer_for(0)
