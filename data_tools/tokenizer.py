@@ -47,7 +47,7 @@ class Tokenizer:
         vocab_size: number of ids.
         path: what it was loaded from.
         files: files to copy into an exported model directory.
-        fingerprint: hash of the vocabulary and rules; two tokenizers that encode alike share it.
+        fingerprint: hash of the vocabulary in id order (:func:`vocab_fingerprint`).
         cls_id, sep_id, mask_id, pad_id, unk_id: special ids; ``special_ids`` is their set.
     """
 
@@ -137,7 +137,8 @@ class HFTokenizer(Tokenizer):
             self.kind, self._prefix = "bpe", "Ġ"
         else:  # Unigram/BPE with a Metaspace pre-tokenizer: SentencePiece conventions
             self.kind, self._prefix = "sentencepiece", "▁"
-        self.fingerprint = _encoding_fingerprint(tok)
+        by_id = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+        self.fingerprint = vocab_fingerprint(by_id.get(i, "") for i in range(self.vocab_size))
         self._set_specials()
         self._joiner = self._find_joiner()
 
@@ -197,14 +198,14 @@ class HFTokenizer(Tokenizer):
 
 
 
-def _encoding_fingerprint(tok: tokenizers.Tokenizer) -> str:
-    """Hash of what decides the ids (vocabulary, model, normalizer, pre-tokenizer, added tokens), not of
-    padding, truncation or templates: the same vocabulary saved as vocab.txt, tokenizer.json or an HF
-    export shares it, so a corpus/tokenizer mismatch check does not fire on a re-save."""
-    spec = json.loads(tok.to_str())
-    key = {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer")}
-    key["added_tokens"] = sorted((t["id"], t["content"], t.get("special")) for t in spec.get("added_tokens") or [])
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def vocab_fingerprint(pieces: Iterable[str]) -> str:
+    """Hash of the vocabulary in id order: what the ids of a corpus or an embedding matrix mean.
+
+    The same vocabulary gives the same fingerprint whatever the file (vocab.txt, tokenizer.json, an HF
+    export that converted a SentencePiece model), so ``pretrain`` can tell a corpus/tokenizer mismatch from
+    a mere re-save.
+    """
+    return hashlib.sha256("\n".join(pieces).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class SPTokenizer(Tokenizer):
@@ -219,7 +220,7 @@ class SPTokenizer(Tokenizer):
         self._sp = _load_spm(proto, self.path)
         self._proto = proto
         self.vocab_size = self._sp.get_piece_size()
-        self.fingerprint = _spm_fingerprint(proto)
+        self.fingerprint = vocab_fingerprint(self._sp.id_to_piece(i) for i in range(self.vocab_size))
         self._set_specials()
 
     def __getstate__(self):
@@ -256,15 +257,6 @@ class SPTokenizer(Tokenizer):
 
     def _starts_word(self, piece: str) -> bool:
         return piece.startswith("▁")
-
-
-def _spm_fingerprint(proto: bytes) -> str:
-    """Hash of the pieces, scores, types and normalization: not of the trainer's settings (which hold paths)."""
-    m = sp_pb2.ModelProto()
-    m.ParseFromString(proto)
-    key = [m.normalizer_spec.SerializeToString(deterministic=True), m.denormalizer_spec.SerializeToString(deterministic=True)]
-    key += [p.SerializeToString(deterministic=True) for p in m.pieces]
-    return hashlib.sha256(b"\0".join(key)).hexdigest()[:16]
 
 
 def _load_spm(proto: bytes, path: Path) -> spm.SentencePieceProcessor:

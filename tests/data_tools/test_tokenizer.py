@@ -162,3 +162,18 @@ def test_sentencepiece_training_is_reproducible(tmp_path, sentencepiece):
     again = train_tokenizer(TEXT, tmp_path / "again", kind="sentencepiece", vocab_size=200)
     assert (tmp_path / "again" / "spm.model").read_bytes() == sentencepiece.path.read_bytes()
     assert again.fingerprint == sentencepiece.fingerprint
+
+
+def test_fingerprint_survives_conversion_to_tokenizer_json(tmp_path, sentencepiece):
+    """An HF export converts the SentencePiece model to a tokenizer.json: same vocabulary, same fingerprint,
+    same ids, so a corpus built with the .model still matches the exported tokenizer."""
+    pytest.importorskip("transformers")
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor, SpmConverter
+
+    proto = SentencePieceExtractor(str(sentencepiece.path)).proto
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, [(p.piece, p.score) for p in proto.pieces])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    converted = load_tokenizer(tmp_path / "tokenizer.json")
+    assert converted.kind == "sentencepiece" and converted.fingerprint == sentencepiece.fingerprint
+    assert converted.encode(TEXT[0]) == sentencepiece.encode(TEXT[0])
+    assert converted.special_ids == sentencepiece.special_ids
