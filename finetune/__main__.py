@@ -42,12 +42,19 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", dest=name.replace("-", "_"), type=typ, default=S, help=hlp or None)
     p.add_argument("--deepspeed", default=S, help="DeepSpeed JSON config (optional)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=S)
-    g = p.add_argument_group("ALUM (adversarial fine-tuning, pretrain.alum)")
+    g = p.add_argument_group("ALUM (adversarial fine-tuning, pretrain.alum)", "the --alum-* options take effect with --alum")
     g.add_argument("--alum", dest="alum.enabled", action="store_const", const=True, default=S,
                    help="add alpha * max l_sym over the task outputs")
-    for name, typ in (("alpha", float), ("steps", int), ("init-std", float), ("step-size", float),
-                      ("eps", float), ("norm", str), ("ascent-loss", str), ("site", str)):
-        g.add_argument(f"--alum-{name}", dest=f"alum.{name.replace('-', '_')}", type=typ, default=S)
+    for name, typ, hlp in (("alpha", float, "α, weight of the adversarial term (default 1)"),
+                           ("steps", int, "K ascent steps (default 1)"),
+                           ("init-std", float, "σ of δ's init (default 1e-5)"),
+                           ("step-size", float, "η (default 1e-3)"),
+                           ("eps", float, "ε radius for --alum-norm linf/l2 (default 1e-5)"),
+                           ("norm", str, "token_linf (authors, default) | linf | l2"),
+                           ("ascent-loss", str, "kl (authors, default) | sym"),
+                           ("site", str, "embedding_output (authors, default) | word_embeddings")):
+        g.add_argument(f"--alum-{name}", dest=f"alum.{name.replace('-', '_')}", type=typ, default=S,
+                       metavar=name.replace("-", "_").upper(), help=hlp)
 
 
 def _overrides(args: argparse.Namespace) -> dict:

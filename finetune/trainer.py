@@ -138,7 +138,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
                 continue
             out = loop.train_step(batch, alum, gen)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(out['loss']):.4f}")
+            bar.set_postfix(loss=f"{out['loss']:.4f}")
             if loop.step % loop.eval_every == 0 or loop.step == loop.total_steps:
                 scores = loop.evaluate_and_keep_best()
                 if loop.rank == 0:
@@ -214,7 +214,7 @@ class _Loop:
                 w.add_scalar("train/adv_loss", float(out["adv_loss"]), self.step)
             w.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             w.add_scalar("train/samples_per_second", self.samples / max(self.train_seconds(), 1e-9), self.step)
-        return out
+        return {**out, "loss": loss}  # a float: the graph is freed before the next step
 
     def evaluate_and_keep_best(self) -> dict:
         t0 = time.perf_counter()
