@@ -67,11 +67,25 @@ def _fmt(col: str | int) -> str:
 
 def _iter_rows(path: Path, fmt: str, header: bool):
     """Yield ``(line_number, row)``: a dict (header / JSONL) or a list (headerless)."""
+    try:
+        yield from _iter_rows_utf8(path, fmt, header)
+    except UnicodeDecodeError:
+        # The decoder works on blocks; find the line itself for the message.
+        for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start + 1} of the line); "
+                                "expected a UTF-8 file") from None
+        raise
+
+
+def _iter_rows_utf8(path: Path, fmt: str, header: bool):
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file; expected a header line and at least one example")
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: a BOM from Excel is not a column name
         if fmt == "jsonl":
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
