@@ -47,7 +47,10 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], bool]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); expected SQuAD JSON in UTF-8") from None
     if not raw.strip():
         raise UserError(f"{path}: empty file; expected SQuAD JSON with a 'data' list")
     try:
