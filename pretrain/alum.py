@@ -47,6 +47,11 @@ Deliberate departure: in the final l_sym the authors detach the "target" side of
 (``KL(adv, clean.detach()) + KL(clean, adv.detach())``). We keep the paper's objective: the gradient of
 l_sym flows through both the clean and the adversarial outputs.
 
+Precision: in float16 an embedding-output entry of magnitude ~1 has an ulp of ~1e-3, so most of a δ drawn
+with σ = 1e-5 rounds away in ``x + δ`` (as in the authors' ``--fp16`` runs); the ascent gradient then mostly
+comes from the entries near 0 and from dropout. The δ-gradient itself underflows unless the ascent loss is
+scaled (``pretrain.loss_scale.AscentScaler``; tested on CPU with float16 weights and with CPU autocast).
+
 Reductions: l_sym and the ascent KL sum over the last (class) axis and average over rows (positions or
 examples), so ``alpha`` weighs a per-token quantity against the per-token MLM cross-entropy, as the authors'
 sum/sum normalisation does.
