@@ -29,10 +29,10 @@ class DemoSize:
     heads: int = 2
     seq_len: int = 128
     micro_batch: int = 16
-    pretrain_steps: int = 150
-    finetune_epochs: float = 2.0
+    pretrain_steps: int = 300
+    finetune_epochs: float = 3.0
     finetune_train_limit: int | None = None
-    attack_eps: tuple[float, ...] = (0.0, 0.01, 0.05)
+    attack_eps: tuple[float, ...] = (0.0, 0.001, 0.003, 0.01)
 
 
 FULL = DemoSize()
@@ -85,8 +85,9 @@ def stages(out: Path, size: DemoSize, workers: int = 2) -> list[Stage]:
         def cmd(work: Path) -> list[str]:
             argv = _py("-m", "finetune", "classify", "--model", str(export), "--train", str(bbc / "train.tsv"),
                        "--dev", str(bbc / "dev.tsv"), "-o", str(work), "--epochs", str(size.finetune_epochs),
-                       "--lr", "5e-4", "--batch-size", "32", "--max-seq-len", str(size.seq_len),
-                       "--threads", "2", "--seed", "1")
+                       "--lr", "1e-3", "--batch-size", "16", "--max-seq-len", str(size.seq_len),
+                       # one thread: two intra-op threads on two busy cores ran ~10x slower here
+                       "--threads", "1", "--seed", "1")
             return argv + (["--alum"] if alum else [])
         return cmd
 
@@ -94,7 +95,7 @@ def stages(out: Path, size: DemoSize, workers: int = 2) -> list[Stage]:
         def cmd(work: Path) -> list[str]:
             return _py("-m", "finetune", "attack", "--model", str(out / run / "best"), "--data",
                        str(bbc / "dev.tsv"), "--eps", *map(str, size.attack_eps), "--steps", "3",
-                       "-o", str(work / "attack.json"), "--max-seq-len", str(size.seq_len))
+                       "-o", str(work / "attack.json"), "--max-seq-len", str(size.seq_len), "--threads", "1")
         return cmd
 
     return [

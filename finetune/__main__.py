@@ -97,7 +97,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     result = run_attack(args.model, args.data, eps=args.eps, steps=args.steps, step_size=args.step_size,
                         site=args.site, norm=args.norm, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
                         seed=args.seed, output=args.output, doc_stride=args.doc_stride,
-                        task=args.task, text_a=args.text_a, text_b=args.text_b, label_column=args.label_column)
+                        task=args.task, text_a=args.text_a, text_b=args.text_b, label_column=args.label_column,
+                        threads=args.threads)
     name = result["metric"]
     print(" ".join(f"eps={r['eps']:g}:{name}={r[name]:.4f}" for r in result["results"]))
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=None)
     p.add_argument("--doc-stride", dest="doc_stride", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--task", default=None)
     p.add_argument("--text-a", dest="text_a", default=None)
     p.add_argument("--text-b", dest="text_b", default=None)

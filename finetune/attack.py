@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from data_tools.atomic import write_json
 from data_tools.errors import UserError
@@ -76,15 +77,20 @@ def attack_classify(model, enc: dict, eps_list: list[float], steps: int, step_si
     golds = torch.tensor(enc["labels"])
     broken = torch.zeros(len(golds), dtype=torch.bool)
     results = []
+    bar = tqdm(total=len(eps_list) * len(golds), desc="attack", unit="ex", dynamic_ncols=True)
     for eps in eps_list:
         eta = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+        bar.set_postfix(eps=eps)
         row = 0
         for batch in batches(enc, batch_size, pad_id, regression=False):
             n = len(batch["labels"])
             for logits in pgd_iterates(model, batch, eps, steps, eta, site, norm):
                 broken[row: row + n] |= logits.argmax(-1) != batch["labels"]
             row += n
+            bar.update(n)
         results.append({"eps": eps, "accuracy": int((~broken).sum()) / len(golds), "examples": len(golds)})
+        bar.write(f"eps={eps:g}: accuracy {results[-1]['accuracy']:.4f}")
+    bar.close()
     return results
 
 
@@ -127,7 +133,7 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
                site: str = "word_embeddings", norm: str = "linf", batch_size: int = 32,
                max_seq_len: int | None = None, seed: int = 0, output: str | None = None, doc_stride: int = 128,
                task: str | None = None, text_a: str | None = None, text_b: str | None = None,
-               label_column: str | None = None) -> dict:
+               label_column: str | None = None, threads: int | None = None) -> dict:
     """Attack a fine-tuned model on a classify table (accuracy) or a SQuAD file (F1/EM).
 
     Args:
@@ -140,6 +146,7 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         seed: torch seed (the attack itself is deterministic; kept for dropout-free reproducibility).
         output: optional JSON file for the results.
         doc_stride, task, text_a, text_b, label_column: data layout, as for ``classify``/``qa``.
+        threads: torch CPU threads (None: torch's default).
     Returns:
         ``{"metric", "results": [{"eps", metric, ...}], ...}``.
     """
@@ -147,6 +154,8 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         raise UserError(f"--eps: got {eps}, expected values >= 0")
     if steps < 0:
         raise UserError(f"--steps: got {steps}, expected an integer >= 0")
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     eps_list = sorted(set(eps))
     path = Path(data)
