@@ -89,6 +89,7 @@ def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float, float]:
                   "micro_batch": args.batch, "global_batch": args.batch, "train_steps": args.steps,
                   "log_interval": 1, "eval_interval": 0, "save_interval": 0, "progress": False},
     }
+    torch.set_num_threads(args.threads)
     trainer._one_step = timed_step
     try:
         run(build_config(raw))
@@ -143,6 +144,11 @@ def run_hf(args, corpus) -> tuple[float, float]:
     class Clock(TrainerCallback):
         # CPU time from the end of one step to the end of the next: fetching the batch, forward, backward,
         # optimizer step, as in our _one_step.
+        def on_train_begin(self, *a, **k):
+            # accelerate resets torch's thread count when it sees RANK/WORLD_SIZE (left by our runs); with
+            # more threads than free cores the training thread's CPU time counts spin-waits.
+            torch.set_num_threads(args.threads)
+
         def on_step_end(self, *a, **k):
             now = time.thread_time()
             if ends:
