@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,14 @@ def nodes():
             r = _ip(*step)
             if r.returncode:
                 pytest.skip(f"cannot set up the veth pair (`ip {' '.join(step)}`: {r.stderr.strip()})")
+        # Can a process run in node 0 and reach node 1 over the veth? (TCP connect to a closed port is
+        # refused, not timed out, when the route works.)
+        probe_code = (f"import socket; s = socket.socket(); s.settimeout(5); s.bind(('{ADDRS[0]}', 0)); "
+                      f"s.connect_ex(('{ADDRS[1]}', 9)) in (0, 111) or exit(1)")
+        probe = subprocess.run(["ip", "netns", "exec", names[0], sys.executable, "-c", probe_code],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode:
+            pytest.skip(f"namespaces made but not usable (probe in {names[0]} failed: {probe.stderr.strip()[-200:]})")
         yield [(n, f"{tag}v{i}") for i, n in enumerate(names)]
     finally:
         for n in made:
