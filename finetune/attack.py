@@ -89,7 +89,6 @@ def attack_classify(model, enc: dict, eps_list: list[float], steps: int, step_si
             row += n
             bar.update(n)
         results.append({"eps": eps, "accuracy": int((~broken).sum()) / len(golds), "examples": len(golds)})
-        bar.write(f"eps={eps:g}: accuracy {results[-1]['accuracy']:.4f}")
     bar.close()
     return results
 
