@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
+# torch builds extensions with the first ninja on PATH; the venv's and the system's disagree about what is
+# stale, and alternating them rebuilds DeepSpeed's ops every time.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: venv test test-fast lint demo bench clean
 

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("-o", "--output", required=True, help="output directory (must not exist, or be empty)")
     e.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    r = sub.add_parser("config-reference", help="print the run-config reference (Markdown, from the typed model)",
+                       epilog="example: python -m pretrain config-reference --update-readme README.md")
+    r.add_argument("--update-readme", metavar="README", default=None,
+                   help="rewrite the generated block of this README instead of printing")
     return p
 
 
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = _parser().parse_known_args(argv)
     if args.command == "train":
         _train(args, rest)
+    elif args.command == "config-reference":
+        from pretrain.config_docs import reference_markdown, update_readme
+
+        if args.update_readme:
+            changed = update_readme(args.update_readme)
+            print(f"{args.update_readme}: config reference {'updated' if changed else 'already up to date'}")
+        else:
+            print(reference_markdown())
     else:
         if rest:
             raise UserError(f"export: unknown arguments {' '.join(rest)}")

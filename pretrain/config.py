@@ -23,7 +23,8 @@ from data_tools.errors import UserError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Attribute docstrings become field descriptions: the README's config reference is generated from them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class DataConfig(_Section):
@@ -40,11 +41,15 @@ class DataConfig(_Section):
     nsp: bool = False
     """Next-sentence prediction (BERT style only; RoBERTa showed it does not help)."""
     max_seq_len: int = Field(128, ge=8)
+    """Tokens per sample, [CLS]/[SEP] included."""
     mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
+    """Share of tokens selected for MLM (then 80% [MASK], 10% random, 10% kept)."""
     whole_word_mask: bool = False
+    """Mask all pieces of a word together (WordPiece ``##`` / SentencePiece ``▁``)."""
     eval_prefixes: list[str] | None = None
     """Held-out corpus for eval; None = hold out the last ``eval_samples`` samples of the training corpus."""
     eval_samples: int = Field(256, ge=0)
+    """Held-out samples for eval (0 disables eval)."""
     num_workers: int = Field(1, ge=0)
     """DataLoader worker processes per rank (1 keeps sample making off the training thread)."""
 
@@ -69,11 +74,15 @@ class ModelConfig(_Section):
     arch: Literal["bert", "roberta"] | None = None
     """None = the same as data.style."""
     hidden_size: int = Field(768, ge=8)
+    """Width of the encoder (BERT-base: 768)."""
     num_layers: int = Field(12, ge=1)
+    """Transformer layers."""
     num_heads: int = Field(12, ge=1)
+    """Attention heads (must divide hidden_size)."""
     intermediate_size: int | None = None
     """None = 4 × hidden_size, as BERT."""
     max_position_embeddings: int = Field(512, ge=8)
+    """Position table size (≥ data.max_seq_len)."""
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     """Hidden and attention dropout (BERT's 0.1)."""
 
@@ -90,6 +99,7 @@ class AlumSection(_Section):
     """ALUM (Liu et al. 2020); same names and defaults as ``pretrain.alum.AlumConfig`` (its docstring cites each)."""
 
     enabled: bool = True
+    """Add the adversarial term (False: plain MLM)."""
     alpha: float = Field(10.0, ge=0.0)
     """α: weight of the adversarial term (10 for pre-training in the paper)."""
     steps: int = Field(1, ge=0)
@@ -101,10 +111,15 @@ class AlumSection(_Section):
     eps: float = Field(1e-5, gt=0.0)
     """ε: radius of the ball δ is projected on (norm='linf'/'l2')."""
     norm: Literal["token_linf", "linf", "l2"] = "token_linf"
+    """After each ascent step: ``token_linf`` divides δ by its per-token max (authors' code); ``linf``/``l2`` project onto the ε-ball (Algorithm 1 / ℓ2 option)."""
     ascent_loss: Literal["kl", "sym"] = "kl"
+    """Loss the ascent maximises: one-sided KL (authors' code) or l_sym (paper); the final term is l_sym either way."""
     site: Literal["embedding_output", "word_embeddings"] = "embedding_output"
+    """Where δ is added: after the embedding LayerNorm (authors' code) or to the word embeddings (FreeLB-style)."""
     masked_only: bool = True
+    """Compare outputs at masked positions only (authors' code; avoids the vocabulary head at every position)."""
     drop_nonfinite: bool = True
+    """Drop the adversarial term for a step whose ascent gradient is NaN/inf (authors' code) instead of failing."""
 
 
 class OptimConfig(_Section):
@@ -114,11 +129,17 @@ class OptimConfig(_Section):
     """adamw: torch AdamW; fused_adam/lamb: DeepSpeed's fused CUDA kernels; cpu_adam: DeepSpeed CPU Adam
     (needed by ZeRO-Offload)."""
     lr: float = Field(1e-4, gt=0.0)
+    """Peak learning rate."""
     min_lr: float = Field(0.0, ge=0.0)
+    """Learning rate at the end of the linear decay."""
     weight_decay: float = Field(0.01, ge=0.0)
+    """Decoupled weight decay (not applied to biases and LayerNorm)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam β1, β2."""
     eps: float = Field(1e-6, gt=0.0)
+    """Adam ε."""
     warmup_steps: int | None = Field(None, ge=0)
+    """Linear warmup steps; None = warmup_ratio × total steps."""
     warmup_ratio: float = Field(0.01, ge=0.0, le=1.0)
     """Used when warmup_steps is None: warmup = ratio × total steps."""
     clip_grad: float = Field(1.0, ge=0.0)
@@ -135,6 +156,7 @@ class TrainConfig(_Section):
     """Batching, length of the run, intervals, where it writes and the DeepSpeed JSON."""
 
     output_dir: str
+    """Run directory: config.json, checkpoints/, latest, tensorboard/, metrics.jsonl; reruns resume from it."""
     deepspeed_config: str
     """DeepSpeed JSON (see deepspeed_configs/); its batch/clip keys, if given, must agree with this config."""
     micro_batch: int = Field(ge=1)
@@ -142,16 +164,21 @@ class TrainConfig(_Section):
     global_batch: int = Field(ge=1)
     """Samples per optimizer step over all ranks; gradient accumulation = global / (micro × world)."""
     train_steps: int | None = Field(None, ge=1)
+    """Optimizer steps (or give train_tokens)."""
     train_tokens: int | None = Field(None, ge=1)
     """Alternative to train_steps: steps = ceil(tokens / (global_batch × max_seq_len))."""
     seed: int = 1234
+    """Seeds data order, masking, dropout and δ's init (every choice keyed by seed, sample and epoch)."""
     log_interval: int = Field(10, ge=1)
+    """Steps between TensorBoard/metrics.jsonl rows."""
     eval_interval: int = Field(1000, ge=0)
     """0 = no eval during the run (one eval still runs at the end if there are eval samples)."""
     eval_batches: int = Field(8, ge=1)
+    """Micro-batches per rank in each eval."""
     save_interval: int = Field(1000, ge=0)
     """0 = save only at the end."""
     keep_last: int = Field(3, ge=1)
+    """Checkpoints kept; older ones are deleted after a newer one is complete."""
     exit_interval: int | None = Field(None, ge=1)
     """Megatron's --exit-interval: save and stop once step % exit_interval == 0 (resume continues)."""
     resume: Literal["auto", "never"] | str = "auto"
@@ -160,6 +187,7 @@ class TrainConfig(_Section):
     peak_tflops: float | None = Field(None, gt=0.0)
     """Peak device TFLOP/s for the MFU estimate; None = a known GPU's or a measured CPU matmul peak."""
     progress: bool = True
+    """Progress bar on rank 0."""
     log_sample_ids: bool = False
     """Record the sample ids each rank trained on, per step, in RUN_DIR/sample_ids/rank<R>.jsonl (a data-order
     audit: which samples a step saw, that ranks never overlap, what a resumed run repeats)."""
@@ -183,6 +211,13 @@ class RunConfig(_Section):
     alum: AlumSection = AlumSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _check_arch_fits_samples(self) -> RunConfig:
+        if self.model.arch == "roberta" and self.data.style == "bert":
+            raise ValueError("model.arch: 'roberta' has a single token type, but data.style='bert' makes "
+                             "two-segment samples; use data.style='roberta' or model.arch='bert'")
+        return self
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run (from train_steps, or train_tokens over global_batch × seq)."""

@@ -34,6 +34,7 @@ def test_valid_config_resolves_derived_values(tmp_path, corpus):
         ("train", {"train_tokens": 100}, "exactly one of them"),
         ("data", {"weights": [1.0, 2.0]}, "data.weights: expected one weight per prefix (1), got 2"),
         ("model", {"hidden_size": 33}, "model.hidden_size: 33 is not divisible by model.num_heads=2"),
+        ("model", {"arch": "roberta"}, "model.arch: 'roberta' has a single token type"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, corpus, section, values, needle):

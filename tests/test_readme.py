@@ -1,0 +1,38 @@
+"""The README cannot drift: its config reference is the generated one, and every subcommand has an example."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+import pytest
+
+from pretrain.config_docs import END, START, reference_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_config_reference_is_current():
+    block = README[README.index(START): README.index(END) + len(END)]
+    assert block == reference_markdown(), "run: python -m pretrain config-reference --update-readme README.md"
+
+
+def test_every_config_key_is_documented():
+    rows = [line for line in reference_markdown().splitlines() if line.startswith("| `")]
+    undocumented = [row.split("|")[1].strip() for row in rows if not row.rstrip(" |").split("|")[-1].strip()]
+    assert rows and not undocumented
+
+
+def _subcommands(package: str) -> list[str]:
+    main = importlib.import_module(f"{package}.__main__")
+    parser = next(getattr(main, name)() for name in ("_parser", "build_parser", "parser") if hasattr(main, name))
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+@pytest.mark.parametrize("package", ["data_tools", "pretrain", "finetune"])
+def test_every_subcommand_has_a_readme_example(package):
+    missing = [c for c in _subcommands(package) if f"python -m {package} {c}" not in README]
+    assert not missing
