@@ -9,35 +9,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data_tools.errors import UserError
+from pretrain.config import AlumSection
 
 
-class AlumOptions(BaseModel):
-    """``--alum`` options; field names follow ``pretrain.alum.AlumConfig`` (paper's α, K, σ, η, ε)."""
+class AlumOptions(AlumSection):
+    """``--alum`` options: pre-training's ALUM section with the fine-tuning defaults (off unless asked; α=1)."""
 
-    model_config = ConfigDict(extra="forbid")
     enabled: bool = False
-    alpha: float = Field(1.0, ge=0)
-    steps: int = Field(1, ge=0)
-    init_std: float = Field(1e-5, ge=0)
-    step_size: float = Field(1e-3, ge=0)
-    eps: float = Field(1e-5, ge=0)
-    norm: Literal["token_linf", "linf", "l2"] = "token_linf"
-    ascent_loss: Literal["kl", "sym"] = "kl"
-    site: Literal["embedding_output", "word_embeddings"] = "embedding_output"
-    drop_nonfinite: bool = True
-
-    def build(self):
-        """The ``pretrain.alum.AlumConfig``, or None when ALUM is off."""
-        if not self.enabled:
-            return None
-        from pretrain.alum import AlumConfig
-
-        return AlumConfig(**self.model_dump())
+    """Add α·max l_sym over the task outputs (``--alum``)."""
+    alpha: float = Field(1.0, ge=0.0)
+    """α: weight of the adversarial term (1 for fine-tuning in the paper)."""
 
 
 class TrainOptions(BaseModel):

@@ -121,6 +121,14 @@ class AlumSection(_Section):
     drop_nonfinite: bool = True
     """Drop the adversarial term for a step whose ascent gradient is NaN/inf (authors' code) instead of failing."""
 
+    def build(self):
+        """The ``pretrain.alum.AlumConfig`` these options describe, or None when ALUM is off."""
+        if not self.enabled:
+            return None
+        from pretrain.alum import AlumConfig
+
+        return AlumConfig(**self.model_dump())
+
 
 class OptimConfig(_Section):
     """Optimizer and LR schedule: linear warmup then linear decay to ``min_lr`` (BERT's schedule)."""

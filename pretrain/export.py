@@ -12,10 +12,7 @@ The directory appears atomically: everything is written into a temporary sibling
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,7 +27,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from data_tools.atomic import write_json
+from data_tools.atomic import atomic_dir, write_json
 from data_tools.errors import UserError
 from data_tools.tokenizer import Tokenizer
 from pretrain.model import PretrainModel
@@ -155,24 +152,11 @@ def save_hf(
         )
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").is_file())):
         raise UserError(f"{out}: exists and is not an earlier model export; choose another output directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
     hf.config.architectures = [type(hf).__name__]
     max_len = hf.config.max_position_embeddings - (hf.config.pad_token_id + 1 if arch == "roberta" else 0)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         hf_tokenizer(tokenizer, arch, max_len).save_pretrained(tmp)
         info = {"tokenizer_fingerprint": tokenizer.fingerprint, "tokenizer_kind": tokenizer.kind}
         write_json(tmp / "export_info.json", {**info, **(extra_info or {})})
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     return out

@@ -80,10 +80,9 @@ def build_export_model(cfg: RunConfig, tokenizer) -> torch.nn.Module:
 
 
 def _build_model(cfg: RunConfig, tok) -> torch.nn.Module:
-    from pretrain.alum import AlumConfig
     from pretrain.model import build_model, load_model
 
-    alum = AlumConfig(**cfg.alum.model_dump()) if cfg.alum.enabled else None
+    alum = cfg.alum.build()
     if cfg.model.init_from:
         return load_model(cfg.model.init_from, alum=alum, nsp=cfg.data.nsp)
     m = cfg.model
