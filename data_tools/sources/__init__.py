@@ -172,4 +172,16 @@ def decode_utf8(data: bytes, where: str) -> str:
         raise UserError(f"{where}: not UTF-8 (invalid byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
-__all__ = ["Document", "BadInputPolicy", "read_documents", "open_binary", "decode_utf8", "input_kind"]
+def document_from_bytes(data: bytes, where: str, doc_id: str, policy: BadInputPolicy) -> Document | None:
+    """A whole file as one document; non-UTF-8 bytes go to ``policy`` naming ``where`` and the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        policy.bad(f"{where}:{line}: not UTF-8 (invalid byte 0x{data[exc.start]:02x})")
+        return None
+    text = text.strip()
+    return Document(id=doc_id, text=text) if text else None
+
+
+__all__ = ["Document", "BadInputPolicy", "read_documents", "open_binary", "decode_utf8", "document_from_bytes", "input_kind"]

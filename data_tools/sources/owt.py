@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import IO
 
 from data_tools.errors import UserError
-from data_tools.sources import DECOMPRESS_ERRORS, BadInputPolicy, Document, decompress_error
+from data_tools.sources import (
+    DECOMPRESS_ERRORS,
+    BadInputPolicy,
+    Document,
+    decompress_error,
+    document_from_bytes,
+)
 from data_tools.sources.text import read_text
 
 _NOWHERE = "/nonexistent-extract-root"
@@ -58,14 +64,9 @@ def _xz_documents(fileobj: IO[bytes] | None, where: str, policy: BadInputPolicy,
 
 
 def _one_document(data: bytes, where: str, policy: BadInputPolicy) -> Iterator[Document]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        policy.bad(f"{where}:{line}: not UTF-8 (invalid byte 0x{data[exc.start]:02x})")
-        return
-    if text.strip():
-        yield Document(id=where, text=text.strip())
+    doc = document_from_bytes(data, where, where, policy)
+    if doc is not None:
+        yield doc
 
 
 def read_owt(path: Path, policy: BadInputPolicy | None = None, dedup: bool = False) -> Iterator[Document]:

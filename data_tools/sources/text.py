@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data_tools.errors import UserError
-from data_tools.sources import DECOMPRESS_ERRORS, BadInputPolicy, Document, decompress_error, open_binary
+from data_tools.sources import (
+    DECOMPRESS_ERRORS,
+    BadInputPolicy,
+    Document,
+    decompress_error,
+    document_from_bytes,
+    open_binary,
+)
 
 
 def read_text(path: Path, policy: BadInputPolicy | None = None) -> Iterator[Document]:
@@ -20,15 +27,9 @@ def read_text(path: Path, policy: BadInputPolicy | None = None) -> Iterator[Docu
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         for f in files:
-            data = _read_bytes(f)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                line = data.count(b"\n", 0, exc.start) + 1
-                policy.bad(f"{f}:{line}: not UTF-8 (invalid byte 0x{data[exc.start]:02x})")
-                continue
-            if text.strip():
-                yield Document(id=str(f.relative_to(path)), text=text.strip())
+            doc = document_from_bytes(_read_bytes(f), str(f), str(f.relative_to(path)), policy)
+            if doc is not None:
+                yield doc
         return
     yield from _blocks(path, policy)
 
