@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
                    for r in runner.results],
         "size": dataclasses.asdict(size),
     })
-    render(figures, runner.results, out, png)
+    render(figures, runner.results, png)
     print(f"demo finished in {time.perf_counter() - start:.1f}s; summary: {out / 'summary.json'}")
 
 

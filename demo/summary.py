@@ -104,7 +104,7 @@ def plot(fig_data: Figures, path: Path) -> Path:
     return path
 
 
-def render(fig_data: Figures, results: list[StageResult], out: Path, png: Path) -> None:
+def render(fig_data: Figures, results: list[StageResult], png: Path) -> None:
     """Print the summary table: corpus, pre-training, fine-tuning, artefact paths and time per stage."""
     from rich.console import Console
     from rich.table import Table

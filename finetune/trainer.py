@@ -9,7 +9,6 @@ accepted; the rank's share of each epoch is every ``world``-th batch).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,14 +47,9 @@ def _dist_info() -> tuple[int, int]:
 
 def _init_distributed() -> None:
     """Join the launcher's process group (deepspeed/torchrun/mpirun), or a group of one without a launcher."""
-    import deepspeed
+    from pretrain.engine import discover_dist_env, init_distributed
 
-    if torch.distributed.is_initialized():
-        return
-    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
-        os.environ.update(MASTER_ADDR="127.0.0.1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        os.environ.setdefault("MASTER_PORT", "29511")
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    init_distributed(discover_dist_env())
 
 
 def _deepspeed_init(model, optimizer, scheduler, config_path: Path, batch_size: int, max_grad_norm: float):
