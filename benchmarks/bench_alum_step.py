@@ -24,11 +24,9 @@ alum_mem_vs_hf=…`` (speedup > 1 is faster than HF; the others are ratios of ti
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from machine import describe
 
 import pretrain.model as model_mod  # noqa: E402
 from pretrain.alum import AlumConfig  # noqa: E402
@@ -165,16 +163,6 @@ def measure_memory(args: argparse.Namespace, variant: str) -> int:
     return json.loads(res.stdout.strip().splitlines()[-1])["growth_kib"]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv=None) -> None:
     global now
     args = parse_args(argv)
@@ -183,10 +171,7 @@ def main(argv=None) -> None:
     if args.memory_child:
         memory_child(args)
         return
-    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"hardware: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}")
-    print(f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(describe(("torch", "transformers"), threads=args.threads))
     print(f"shape: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, seq {args.seq}, batch "
           f"{args.batch}, vocab {args.vocab}; 15% predicted; ALUM K=1 (AlumConfig defaults); fp32; "
           f"dropout 0.1; {args.rounds} timed rounds after 2 warm-up, interleaved; medians; "

@@ -16,9 +16,7 @@ Last line: ``classify_speedup_vs_hf_trainer=X.XX plain_acc=… alum_acc=… plai
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from machine import describe
 
 from finetune.classify import encode_examples  # noqa: E402
 from finetune.data import TaskLayout, read_examples  # noqa: E402
@@ -97,10 +95,7 @@ def main() -> None:
     from finetune.importers import import_bbc
     from finetune.scratch import init_model
 
-    print(f"date={datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} "
-          f"host={platform.node()} cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} "
-          f"threads={args.threads} python={platform.python_version()} torch={torch.__version__} "
-          f"transformers={transformers.__version__} load_avg={os.getloadavg()[0]:.2f}")
+    print(describe(("torch", "transformers", "scikit-learn"), threads=args.threads))
     print(f"config: data=BBC News (1781 train / 444 dev, 5 classes) model=BERT hidden 64, 2 layers, 2 heads, "
           f"WordPiece 2000, from scratch; batch={args.batch_size} max_seq_len={args.max_seq_len} lr={args.lr} "
           f"AdamW wd=0.01 warmup=0.1 clip=1.0; attack: PGD l_inf word embeddings eps={args.attack_eps} "

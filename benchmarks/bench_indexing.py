@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
+
+from machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -180,11 +179,7 @@ def main() -> None:
     best = {k: sorted(v, key=lambda x: x["seconds"])[len(v) // 2] for k, v in results.items()}
 
     print("# bench_indexing: data_tools build vs the raw tokenizer and HF datasets.map")
-    print(f"date {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"host {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cpus | "
-          f"load {os.getloadavg()[0]:.1f} | python {platform.python_version()}")
-    print("versions " + " ".join(f"{m}={version(m)}" for m in ("tokenizers", "blingfire", "numpy", "datasets",
-                                                                 "transformers", "mwxml", "mwparserfromhell")))
+    print(describe(("tokenizers", "blingfire", "numpy", "datasets", "transformers", "mwxml", "mwparserfromhell")))
     print(f"config copies={a.copies} repeats={a.repeats} workers={a.workers} vocab_size={a.vocab_size} "
           f"docs={best['build']['docs']} input_mb={docs.stat().st_size / 2**20:.1f}")
     for name, res in best.items():

@@ -17,10 +17,8 @@ Last line: ``plain_speedup_vs_hf_trainer=X.XX alum_time_vs_plain=Y.YY data_wait_
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -36,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import describe  # noqa: E402
 
 
 def build_corpus(out: Path, articles: int, vocab: int) -> tuple[str, str]:
@@ -184,13 +183,8 @@ def main() -> None:
                    help="interleaved rounds of the three systems (median of rounds: robust to a shared machine)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    import deepspeed
-    import transformers
 
-    print(f"date={datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')} "
-          f"host={platform.node()} cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} "
-          f"threads={args.threads} python={platform.python_version()} torch={torch.__version__} "
-          f"deepspeed={deepspeed.__version__} transformers={transformers.__version__}")
+    print(describe(("torch", "deepspeed", "transformers", "accelerate"), threads=args.threads))
     print(f"config: {vars(args)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
