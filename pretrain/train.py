@@ -15,7 +15,6 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -175,7 +174,7 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
         if dist.rank == 0:
-            truncate_metrics(run_dir, step)
+            truncate_jsonl(run_dir / "metrics.jsonl", step)
     if dist.rank == 0:
         write_json(run_dir / "config.json", config_dump(cfg))
         write_json(run_dir / "deepspeed_config.json", ds)
@@ -224,24 +223,15 @@ class _SampleIdLog:
 
     def __init__(self, run_dir: Path, rank: int, start_step: int):
         self.path = run_dir / "sample_ids" / f"rank{rank}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start_step))
+        truncate_jsonl(self.path, start_step)
 
     def add(self, step: int, ids: torch.Tensor) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, "ids": ids.tolist()}) + "\n")
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The lines of ``RUN_DIR/metrics.jsonl`` (what the monitor logged, step by step)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metric lines after ``step`` (logged by a run that died before its next checkpoint)."""
-    rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep the lines of a per-step JSONL log up to ``step``: a resumed run drops what a run that died before
+    its next checkpoint had logged (``metrics.jsonl``, ``sample_ids/rank<R>.jsonl``). Creates an empty log."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= step))
