@@ -93,7 +93,8 @@ def run_config(work: Path, name: str, tok_dir: Path, prefix: str, ds: Path, args
 
 def train(work: Path, name: str, config: Path, overrides: list[str]) -> dict:
     """Run ``python -m pretrain train`` and return its metrics rows (and wall time)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "pretrain", "train", "--config", str(config), *overrides]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
