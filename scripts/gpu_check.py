@@ -78,7 +78,7 @@ def run_config(work: Path, name: str, tok_dir: Path, prefix: str, ds: Path, args
              dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072))
     cfg = {
         "data": {"prefixes": [prefix], "tokenizer": str(tok_dir), "max_seq_len": args.seq, "eval_samples": 0,
-                 "num_workers": 2},
+                 "num_workers": args.num_workers},
         "model": {**shape, "dropout": 0.1, "max_position_embeddings": 512},
         "optim": {"name": "adamw", "lr": 1e-4, "warmup_steps": 10},
         "train": {"output_dir": str(work / "runs" / name), "deepspeed_config": str(ds),
@@ -127,6 +127,45 @@ def final_weights_finite(run_dir: Path) -> tuple[bool, int]:
     return all(bool(torch.isfinite(t).all()) for t in tensors), len(tensors)
 
 
+def hf_peer_step(args: argparse.Namespace) -> dict:
+    """The peer: HF ``BertForMaskedLM`` (BERT-base) trained by a bare PyTorch loop, bf16 autocast, fused AdamW,
+    on random ids with 15% of positions predicted: no DeepSpeed, no data loader. What the GPU does for the
+    same shapes without our pipeline around it (an upper bound for our MFU)."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from pretrain.monitor import _GPU_PEAK_TFLOPS
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=BERT_VOCAB)).cuda().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    b, t = args.micro_batch, args.seq
+    ids = torch.randint(len(SPECIALS), BERT_VOCAB, (b, t), device="cuda")
+    labels = torch.where(torch.rand(b, t, device="cuda") < 0.15, ids, torch.full_like(ids, -100))
+
+    def step() -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    n, t0 = 20, time.perf_counter()
+    for _ in range(n):
+        loss = step()
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) / n
+    params = sum(p.numel() for p in model.parameters())
+    flops_tok = 6 * params + 12 * model.config.num_hidden_layers * model.config.hidden_size * t
+    peak = next((v for k, v in _GPU_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), 989.0) * 1e12
+    tps = b * t / seconds
+    return {"tokens_per_sec": tps, "mfu": tps * flops_tok / peak, "final_loss": float(loss), "adv_loss": None}
+
+
 def check(args: argparse.Namespace) -> int:
     import torch
 
@@ -160,7 +199,7 @@ def check(args: argparse.Namespace) -> int:
                 "ascent_overflows": last.get("ascent_overflows"), "loss_scale": last.get("loss_scale"),
                 "ascent_gain": next((r["ascent_gain"] for r in reversed(rows) if r.get("ascent_gain")), None),
                 "delta_ratio": last.get("delta_ratio"), "adv_share": last.get("adv_share"),
-                "wall_s": out["wall_s"],
+                "data_wait_frac": steady(rows, "data_wait_frac"), "wall_s": out["wall_s"],
             }
         p, a = results["runs"][f"{prec}_plain"], results["runs"][f"{prec}_alum"]
         results[f"alum_over_plain_{prec}"] = p["tokens_per_sec"] / a["tokens_per_sec"]
@@ -185,14 +224,18 @@ def check(args: argparse.Namespace) -> int:
             results["checks"][f"{name}_loss_finite"] = bool(np.isfinite(run["final_loss"]))
 
     (work / "gpu_check.json").write_text(json.dumps(results, indent=2))
-    print("\nrun                 tokens/s      MFU   final loss  adv loss  ascent gain  overflows  loss scale")
+    if not args.tiny and torch.cuda.is_available():
+        print("gpu_check: peer: Hugging Face BertForMaskedLM, plain PyTorch step ...", flush=True)
+        results["runs"]["hf_torch_bf16"] = hf_peer_step(args)
+    print("\nrun                 tokens/s      MFU   final loss  adv loss  ascent gain  overflows  loss scale  data wait")
     for name, r in results["runs"].items():
         if "tokens_per_sec" not in r:
             continue
         gain = f"{r['ascent_gain']:.2f}" if r.get("ascent_gain") else "-"
         adv = f"{r['adv_loss']:.4g}" if r.get("adv_loss") is not None else "-"
         print(f"{name:18s} {r['tokens_per_sec']:10.0f} {r['mfu']:8.3f} {r['final_loss']:11.4f} {adv:>9s} "
-              f"{gain:>12s} {r.get('ascent_overflows') or 0:10.0f} {r.get('loss_scale') or 1:11.0f}")
+              f"{gain:>12s} {r.get('ascent_overflows') or 0:10.0f} {r.get('loss_scale') or 1:11.0f} "
+              f"{r.get('data_wait_frac') or 0:10.2f}")
     if "fp16_alum_stress" in results["runs"]:
         s = results["runs"]["fp16_alum_stress"]
         print(f"fp16 stress: loss scales logged {s['loss_scales']}, ascent overflows {s['ascent_overflows']}, "
@@ -205,6 +248,8 @@ def check(args: argparse.Namespace) -> int:
         kv[f"mfu_plain_{prec}"] = f"{results['runs'][f'{prec}_plain']['mfu']:.3f}"
         kv[f"mfu_alum_{prec}"] = f"{results['runs'][f'{prec}_alum']['mfu']:.3f}"
         kv[f"alum_over_plain_{prec}"] = f"{results[f'alum_over_plain_{prec}']:.2f}"
+    if "hf_torch_bf16" in results["runs"]:
+        kv["mfu_hf_torch_bf16"] = f"{results['runs']['hf_torch_bf16']['mfu']:.3f}"
     if "fp16_alum_stress" in results["runs"]:
         kv["fp16_stress_ascent_overflows"] = results["runs"]["fp16_alum_stress"]["ascent_overflows"]
     print(" ".join(f"{k}={v}" for k, v in kv.items()), flush=True)
@@ -218,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--micro-batch", type=int, default=64, help="samples per step (default 64)")
     p.add_argument("--log-interval", type=int, default=10, help="steps per metrics row (default 10)")
     p.add_argument("--precisions", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16"])
+    p.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="data loader processes per run (default min(8, cores))")
     p.add_argument("--workdir", default=None, help="where corpora and runs go (default: a new temp dir)")
     p.add_argument("--tiny", action="store_true", help="a 2-layer hidden-64 model instead of BERT-base")
     p.add_argument("--cpu", action="store_true", help="allow running without CUDA (bf16 only; with --tiny)")
