@@ -1,7 +1,9 @@
-"""``python -m pretrain {train,export}`` — thin CLI over ``pretrain.train.run`` and ``pretrain.export``.
+"""``python -m pretrain {prepare-data,train,export}`` — thin CLI over ``pretrain.loader``, ``pretrain.train.run``
+and ``pretrain.export``.
 
 Examples::
 
+    python -m pretrain prepare-data --config run.json --workers 4
     python -m pretrain train --config run.json --train.micro_batch 8 --alum.enabled false
     deepspeed --num_gpus 2 --module pretrain train --config run.json
     torchrun --nproc_per_node 2 -m pretrain train --config run.json
@@ -31,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="run config JSON (see pretrain/config.py)")
     t.add_argument("--resume", default=None, help="auto | never | step_<N> (overrides train.resume)")
     t.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by launchers")
+    d = sub.add_parser("prepare-data", help="build every sample index and blend map of a run before training",
+                       epilog="Takes the same --section.key VALUE overrides as train. Training then only maps the "
+                              "cached files (data.cache_dir, default beside each corpus).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--config", required=True, help="run config JSON (see pretrain/config.py)")
+    d.add_argument("--workers", type=int, default=1, help="corpora (shards) indexed at once (default 1)")
     e = sub.add_parser("export", help="consolidate a checkpoint (ZeRO shards → fp32) into a Hugging Face dir",
                        epilog="example: python -m pretrain export runs/bert-tiny -o hf/bert-tiny")
     e.add_argument("run_dir", help="run directory (holds config.json, checkpoints/, latest)")
@@ -60,6 +68,31 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     if result.rank == 0 and result.eval is not None:
         print(f"final step {result.step}: eval mlm_loss={result.eval['mlm_loss']:.4f} "
               f"accuracy={result.eval['accuracy']:.4f}")
+
+
+def _prepare_data(args: argparse.Namespace, overrides: list[str]) -> None:
+    import time
+
+    import numpy as np
+
+    from pretrain.config import load_config
+    from pretrain.loader import prepare_data
+
+    if args.workers < 1:
+        raise UserError(f"--workers: got {args.workers}, expected at least 1")
+    cfg = load_config(args.config, overrides)
+    t0 = time.perf_counter()
+    data = prepare_data(cfg, workers=args.workers)
+    files = set()
+    for ds in {id(x): x for x in (data.train, data.eval)}.values():
+        for part in getattr(ds, "datasets", [ds]):
+            files.update(str(ix.filename) for ix in part.indices if isinstance(ix, np.memmap))
+        if isinstance(getattr(ds, "map", None), np.memmap):
+            files.add(str(ds.map.filename))
+    print(f"prepared {len(data.train):,} training samples ({data.train_size:,} trained on) in "
+          f"{time.perf_counter() - t0:.1f}s; {len(files)} cached files:")
+    for f in sorted(files):
+        print(f"  {f}")
 
 
 def export(run_dir: str | Path, output: str | Path, step: int | None = None) -> Path:
@@ -104,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = _parser().parse_known_args(argv)
     if args.command == "train":
         _train(args, rest)
+    elif args.command == "prepare-data":
+        _prepare_data(args, rest)
     elif args.command == "config-reference":
         from pretrain.config_docs import reference_markdown, update_readme
 

@@ -31,7 +31,8 @@ class DataConfig(_Section):
     """Where the training samples come from and how they are made (see ``pretrain.samples``)."""
 
     prefixes: list[str] = Field(min_length=1)
-    """Corpus prefixes (``.bin``/``.idx`` made by ``python -m data_tools build``); a sharded prefix expands."""
+    """Corpus prefixes (``.bin``/``.idx`` made by ``python -m data_tools build``); a sharded prefix, a
+    directory or a glob expands to its corpora."""
     weights: list[float] | None = None
     """Blend weights, one per prefix (Megatron's ``--data-path w1 p1 w2 p2``); None = proportional to size."""
     tokenizer: str
@@ -52,6 +53,9 @@ class DataConfig(_Section):
     """Held-out samples for eval (0 disables eval)."""
     num_workers: int = Field(1, ge=0)
     """DataLoader worker processes per rank (1 keeps sample making off the training thread)."""
+    cache_dir: str | None = None
+    """Where sample indices and blend maps are cached (Megatron's ``--data-cache-path``); None = beside each
+    corpus. ``python -m pretrain prepare-data`` builds them all before training."""
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

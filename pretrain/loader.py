@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus, resolve_prefixes
+from data_tools.indexed import IndexedCorpus
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 from pretrain.config import RunConfig
 from pretrain.engine import DistEnv
 
 
 def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[list[str]]:
-    """Expand shard prefixes and check each corpus was built with this tokenizer.
+    """Expand shard prefixes (directories, globs) and check each corpus was built with this tokenizer.
 
     Args:
         prefixes: Prefixes from the config.
@@ -31,10 +31,12 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[li
         The concrete (shard) prefixes of each configured prefix. UserError on a missing corpus or a
         vocabulary mismatch.
     """
+    from pretrain.samples import expand_prefix
+
     out: list[list[str]] = []
     for i, prefix in enumerate(prefixes):
         try:
-            shards = resolve_prefixes(prefix)
+            shards = expand_prefix(prefix)
         except UserError as exc:
             raise UserError(f"{key}[{i}]: {exc}") from None
         for shard in shards:
@@ -66,11 +68,11 @@ def _dataset(cfg: RunConfig, prefixes: list[list[str]], weights: list[float] | N
 
     def make(ps: list[str]) -> MLMDataset:
         return MLMDataset(ps, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp, seed=cfg.train.seed,
-                          masking=masking)
+                          masking=masking, cache_dir=d.cache_dir)
 
     if weights is None:
         return make([p for group in prefixes for p in group])
-    return BlendedDataset([make(group) for group in prefixes], weights, seed=cfg.train.seed)
+    return BlendedDataset([make(group) for group in prefixes], weights, seed=cfg.train.seed, cache_dir=d.cache_dir)
 
 
 class _ById(torch.utils.data.Dataset):
@@ -152,7 +154,36 @@ class TrainData:
 
 
 def build_data(cfg: RunConfig, dist: DistEnv) -> TrainData:
-    """Load the tokenizer and corpora of ``cfg`` for this rank (UserError naming the key on a problem)."""
+    """Load the tokenizer and corpora of ``cfg`` for this rank (UserError naming the key on a problem).
+
+    Runs before the process group exists: a sample index or blend map missing from the cache is built by the
+    first rank to lock it while the others wait, then all of them map it (``pretrain.sample_index``).
+    """
     if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
         raise UserError(f"model.init_from: {cfg.model.init_from} is not a directory")
     return TrainData(cfg, dist)
+
+
+def prepare_data(cfg: RunConfig, workers: int = 1) -> TrainData:
+    """Build every sample index and blend map of ``cfg`` into the cache before training (Megatron's
+    ``tools/prepare_cache.py``): training then maps them and builds nothing.
+
+    Args:
+        cfg: The run config (``data.*`` and ``train.seed``/``global_batch`` matter).
+        workers: Corpora indexed at once (threads: the index kernel runs without the GIL).
+    Returns:
+        The data as training will see it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pretrain.sample_index import load_or_build_index
+
+    d = cfg.data
+    tokenizer = load_tokenizer(d.tokenizer)
+    shards = [p for key, prefixes in (("data.prefixes", d.prefixes), ("data.eval_prefixes", d.eval_prefixes or []))
+              for group in check_corpus(prefixes, tokenizer, key) for p in group]
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda p: load_or_build_index(p, d.style, d.max_seq_len, cfg.train.seed,
+                                                        cache_dir=d.cache_dir), shards))
+    return build_data(cfg, DistEnv(rank=0, world_size=1, local_rank=0))

@@ -1,10 +1,12 @@
 """Masked-LM samples over indexed corpora: a cached sample index, BERT/RoBERTa sample making, and blending.
 
 A sample is a run of consecutive sentences ``[first, end)`` of one corpus (``data_tools.indexed``). Like
-Megatron's cached sample maps (``*_indexmap_*.npy``) the runs are computed once and cached beside the corpus
-as ``PREFIX.<key>.npy``, written atomically; row 0 holds the corpus' signature (sequences, documents, tokens)
-so that a rebuilt corpus invalidates its cache. Everything random is seeded from (seed, sample id[, epoch]),
-never from call order, so any sample can be made on any rank, in any order, and again after a resume.
+Megatron's cached sample maps (``*_indexmap_*.npy``) the runs are computed once (``pretrain.sample_index``:
+compiled, streaming, one builder per file) and cached beside the corpus as ``PREFIX.<key>.npy`` (or in
+``cache_dir``); row 0 holds the corpus' signature (sequences, documents, tokens) so that a rebuilt corpus
+invalidates its cache. Every process memory-maps the cached files (sample indices and blend maps) instead of
+holding its own copy. Everything random is seeded from (seed, sample id[, epoch]), never from call order, so
+any sample can be made on any rank, in any order, and again after a resume.
 
 Styles:
 - ``bert`` (Devlin et al. 2019, Megatron's BERT dataset): runs stay within a document and aim at
@@ -20,6 +22,7 @@ Masking (``pretrain.masking``) is dynamic: ``get(sample_id, epoch)`` masks with 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -28,123 +31,51 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data_tools.atomic import atomic_path
 from data_tools.errors import UserError
 from data_tools.indexed import IndexedCorpus, resolve_prefixes
 from data_tools.tokenizer import Tokenizer
 from pretrain.masking import IGNORE, Masker, MaskingConfig
+from pretrain.sample_index import (  # noqa: F401 - re-exported: the index's API before it had a module
+    _STREAM_INDEX,
+    INDEX_VERSION,
+    STYLES,
+    build_sample_index,
+    cached_array,
+    load_or_build_index,
+)
 
 log = logging.getLogger(__name__)
 
-STYLES = ("bert", "roberta")
-INDEX_VERSION = 1
+BLEND_VERSION = 1
 # Separate RNG streams, so that the sample structure and the mask never share draws.
-_STREAM_INDEX, _STREAM_PAIR, _STREAM_MASK = 1, 2, 3
+_STREAM_PAIR, _STREAM_MASK = 2, 3
 
 
-def _signature(corpus: IndexedCorpus) -> np.ndarray:
-    return np.array([len(corpus), corpus.num_documents, corpus.num_tokens], dtype=np.int64)
+def expand_prefix(prefix: str | os.PathLike) -> list[str]:
+    """The corpus prefixes a configured prefix stands for, in order.
 
+    - ``corpus/wiki``: the corpus ``wiki.bin``/``.idx``, or its shards ``wiki_00000``, ``wiki_00001``, …
+      (``data_tools.indexed.resolve_prefixes``; what ``build`` writes, one shard per task);
+    - a directory: every corpus in it (``*.idx``), sorted by name;
+    - a glob (``corpus/part-*``): every corpus whose prefix matches, sorted.
 
-def _index_key(style: str, max_seq_len: int, seed: int, short_seq_prob: float) -> str:
-    if style == "roberta":  # greedy packing: no randomness
-        params = f"v{INDEX_VERSION}-roberta-L{max_seq_len}"
-    else:
-        params = f"v{INDEX_VERSION}-bert-L{max_seq_len}-s{seed}-p{short_seq_prob!r}"
-    return f"mlm_{style}_L{max_seq_len}_{hashlib.sha1(params.encode()).hexdigest()[:10]}"
-
-
-def build_sample_index(
-    corpus: IndexedCorpus, style: str, max_seq_len: int, seed: int = 1234, short_seq_prob: float = 0.1
-) -> np.ndarray:
-    """The runs of sentences that make the samples of one corpus.
-
-    Args:
-        corpus: the indexed corpus.
-        style: "bert" (runs within documents, random short targets) or "roberta" (greedy packing).
-        max_seq_len: sequence length including special tokens.
-        seed: seeds BERT's short-target draws.
-        short_seq_prob: BERT: probability of a random shorter target length.
-
-    Returns:
-        int64 ``[N, 3]``: ``first`` sentence, ``end`` sentence (exclusive), and the target token count.
+    Raises:
+        UserError: when nothing matches.
     """
-    lengths = np.asarray(corpus.sequence_lengths, dtype=np.int64)
-    cum = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=cum[1:])
-    docs = np.asarray(corpus.document_indices, dtype=np.int64)
-    rows: list[tuple[int, int, int]] = []
-    if style == "roberta":
-        capacity = max_seq_len - 2
-        # A sentence that starts a document (other than the first) costs one more token: the separator.
-        eff = lengths.copy()
-        starts = docs[1:-1][docs[1:-1] < len(lengths)]
-        eff[starts] += 1
-        ecum = np.zeros(len(eff) + 1, dtype=np.int64)
-        np.cumsum(eff, out=ecum[1:])
-        i, n = 0, len(lengths)
-        with tqdm(total=n, desc=f"sample index {Path(corpus.prefix).name}", unit="sent", disable=n < 200_000) as bar:
-            while i < n:
-                j = int(np.searchsorted(ecum, ecum[i] + capacity, side="right")) - 1
-                j = min(max(j, i + 1), n)
-                if cum[j] > cum[i]:
-                    rows.append((i, j, capacity))
-                bar.update(j - i)
-                i = j
-    else:
-        max_tokens = max_seq_len - 3
-        rng = np.random.default_rng([seed, _STREAM_INDEX])
-        for d in tqdm(range(len(docs) - 1), desc=f"sample index {Path(corpus.prefix).name}", unit="doc",
-                      disable=len(docs) < 50_000):
-            i, end = int(docs[d]), int(docs[d + 1])
-            while i < end:
-                target = max_tokens
-                if rng.random() < short_seq_prob:
-                    target = int(rng.integers(2, max_tokens + 1))
-                j = int(np.searchsorted(cum, cum[i] + target, side="left"))
-                j = min(max(j, i + 1), end)
-                if cum[j] > cum[i]:
-                    rows.append((i, j, target))
-                i = j
-    return np.array(rows, dtype=np.int64).reshape(-1, 3)
-
-
-def load_or_build_index(
-    corpus: IndexedCorpus,
-    style: str,
-    max_seq_len: int,
-    seed: int = 1234,
-    short_seq_prob: float = 0.1,
-    cache_dir: str | os.PathLike | None = None,
-) -> np.ndarray:
-    """:func:`build_sample_index`, cached as ``.npy`` beside the corpus (or in ``cache_dir``).
-
-    The file appears atomically (write to a temp file, then rename), so concurrent ranks building the same
-    index are safe and a killed build leaves nothing that looks complete. A cache whose corpus signature
-    does not match (the corpus was rebuilt) is rebuilt.
-    """
-    key = _index_key(style, max_seq_len, seed, short_seq_prob)
-    base = Path(corpus.prefix)
-    path = (Path(cache_dir) / f"{base.name}.{key}.npy") if cache_dir else base.with_name(f"{base.name}.{key}.npy")
-    signature = _signature(corpus)
-    if path.is_file():
-        try:
-            cached = np.load(path, mmap_mode="r", allow_pickle=False)
-            if cached.ndim == 2 and cached.shape[1] == 3 and np.array_equal(cached[0], signature):
-                return cached[1:]
-            log.warning("%s: sample index is for another version of the corpus; rebuilding", path)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: unreadable sample index (%s); rebuilding", path, exc)
-    index = build_sample_index(corpus, style, max_seq_len, seed, short_seq_prob)
-    table = np.concatenate([signature[None, :], index])
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, table, allow_pickle=False)
-    except (OSError, UserError) as exc:
-        log.warning("%s: cannot cache the sample index (%s); keeping it in memory", path, exc)
-    return index
+    text = os.fspath(prefix)
+    if os.path.isdir(text) and not os.path.isfile(text + ".idx"):
+        found = sorted(p[: -len(".idx")] for p in glob.glob(os.path.join(glob.escape(text), "*.idx")))
+        if not found:
+            raise UserError(f"{text}: directory holds no corpus (no *.idx files)")
+        return found
+    if glob.has_magic(text) and not os.path.isfile(text + ".idx"):
+        found = sorted(p[: -len(".idx")] for p in glob.glob(text + ".idx"))
+        if not found:
+            raise UserError(f"{text}: no corpus matches (expected files {text}.idx)")
+        return found
+    return resolve_prefixes(text)
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator):
@@ -208,7 +139,7 @@ class MLMDataset(torch.utils.data.Dataset):
             raise UserError(f"data.max_seq_len: got {max_seq_len}, expected at least 8")
         if isinstance(prefixes, (str, os.PathLike)):
             prefixes = [prefixes]
-        self.prefixes = [p for prefix in prefixes for p in resolve_prefixes(prefix)]
+        self.prefixes = [p for prefix in prefixes for p in expand_prefix(prefix)]
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.style = style
@@ -218,10 +149,9 @@ class MLMDataset(torch.utils.data.Dataset):
         self.corpora = [IndexedCorpus(p, validate=False) for p in self.prefixes]
         for corpus in self.corpora:
             _check_tokenizer(corpus, tokenizer)
-        self.indices = [
-            np.asarray(load_or_build_index(c, style, max_seq_len, seed, short_seq_prob, cache_dir))
-            for c in self.corpora
-        ]
+        # Memory maps of the cached files (shared by every process through the page cache), not copies.
+        self.indices = [load_or_build_index(c, style, max_seq_len, seed, short_seq_prob, cache_dir)
+                        for c in self.corpora]
         self.offsets = np.cumsum([0] + [len(ix) for ix in self.indices])
         if self.offsets[-1] == 0:
             raise UserError(f"{self.prefixes[0]}: the corpus has no tokens to make samples from")
@@ -232,13 +162,16 @@ class MLMDataset(torch.utils.data.Dataset):
             tokenizer.special_ids,
             tokenizer.word_start_mask() if self.masking.whole_word else None,
         )
-        self._doc_start = [self._doc_starts(c) for c in self.corpora] if style == "roberta" else None
 
-    @staticmethod
-    def _doc_starts(corpus: IndexedCorpus) -> np.ndarray:
-        starts = np.zeros(len(corpus) + 1, dtype=bool)
-        starts[np.asarray(corpus.document_indices[:-1])] = True
-        return starts
+    # DataLoader workers get the dataset pickled: a memory-mapped index travels as its file, not its rows.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["indices"] = [os.fspath(ix.filename) if isinstance(ix, np.memmap) else ix for ix in self.indices]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["indices"] = [_remap_index(ix) if isinstance(ix, str) else ix for ix in state["indices"]]
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -284,10 +217,14 @@ class MLMDataset(torch.utils.data.Dataset):
         return out
 
     def _roberta_tokens(self, c: int, first: int, end: int) -> np.ndarray:
-        corpus, starts, tok = self.corpora[c], self._doc_start[c], self.tokenizer
+        corpus, tok = self.corpora[c], self.tokenizer
+        docs = corpus.document_indices
+        # documents that start inside (first, end): a separator goes before each
+        lo, hi = np.searchsorted(docs, [first, end], side="right")
+        starts = set(docs[lo:hi].tolist())
         parts = [np.array([tok.cls_id])]
         for k in range(first, end):
-            if k > first and starts[k]:
+            if k in starts:
                 parts.append(np.array([tok.sep_id]))  # between documents
             parts.append(corpus[k])
         body = np.concatenate(parts).astype(np.int64)[: self.max_seq_len - 1]
@@ -349,22 +286,50 @@ def _check_tokenizer(corpus: IndexedCorpus, tokenizer: Tokenizer) -> None:
         )
 
 
+def _remap_index(filename: str) -> np.ndarray:
+    """Re-open a cached sample index (its rows after the signature row) as a memory map."""
+    return np.load(filename, mmap_mode="r", allow_pickle=False)[1:]
+
+
+def blend_map(sizes: Sequence[int], weights: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Which dataset each blended sample comes from, and which of that dataset's samples it is.
+
+    Each dataset appears ``round(w * size)`` times (largest remainders get the leftover samples, so the counts
+    sum to ``size``) in a seeded random order.
+
+    Returns:
+        int64 ``[size, 2]``: dataset, rank of the sample among that dataset's.
+    """
+    counts = np.floor(weights * size).astype(np.int64)
+    counts[np.argsort(-(weights * size - counts))[: size - counts.sum()]] += 1
+    rng = np.random.default_rng([seed, 7])
+    out = np.empty((size, 2), dtype=np.int64)
+    out[:, 0] = rng.permutation(np.repeat(np.arange(len(sizes)), counts))
+    for d in range(len(sizes)):
+        where = np.flatnonzero(out[:, 0] == d)
+        out[where, 1] = np.arange(len(where))
+    return out
+
+
 class BlendedDataset(torch.utils.data.Dataset):
     """Mix several datasets with weights (Megatron's ``--data-path w1 p1 w2 p2``).
 
     Sample ``i`` comes from dataset ``choice[i]``, where ``choice`` holds each dataset ``round(w * size)``
     times in a seeded random order; a dataset drawn more often than its length starts a new epoch of its
-    own (fresh masks).
+    own (fresh masks). The map (:func:`blend_map`) is cached like Megatron's ``dataset_index.npy``
+    (``megatron/core/datasets/blended_dataset.py``, NVIDIA/Megatron-LM@064f86b): ``blend_<hash>.npy`` in
+    ``cache_dir``, else beside the first dataset's first corpus; one process builds it, every one maps it.
 
     Args:
         datasets: the datasets (each with ``get(sample_id, epoch)``).
         weights: positive weights, normalised here.
         size: number of samples of the blend (default: the sum of the datasets' lengths).
         seed: seeds the order.
+        cache_dir: where to cache the map.
     """
 
     def __init__(self, datasets: Sequence[MLMDataset], weights: Sequence[float], size: int | None = None,
-                 seed: int = 1234):
+                 seed: int = 1234, cache_dir: str | os.PathLike | None = None):
         if len(datasets) != len(weights) or not datasets:
             raise UserError(f"data.weights: expected one weight per dataset ({len(datasets)}), got {len(weights)}")
         w = np.asarray(weights, dtype=np.float64)
@@ -373,20 +338,46 @@ class BlendedDataset(torch.utils.data.Dataset):
         w = w / w.sum()
         self.datasets = list(datasets)
         size = int(size if size is not None else sum(len(d) for d in datasets))
-        counts = np.floor(w * size).astype(np.int64)
-        # Largest remainders get the leftover samples, so the counts sum to size exactly.
-        counts[np.argsort(-(w * size - counts))[: size - counts.sum()]] += 1
-        rng = np.random.default_rng([seed, 7])
-        self.choice = rng.permutation(np.repeat(np.arange(len(datasets)), counts))
-        # rank of each sample among those of its dataset: which of that dataset's samples it is
-        self.rank = np.zeros(size, dtype=np.int64)
-        for d in range(len(datasets)):
-            where = np.flatnonzero(self.choice == d)
-            self.rank[where] = np.arange(len(where))
+        sizes = [len(d) for d in datasets]
+        self.map = self._map(sizes, w, size, seed, cache_dir)
+        self.choice, self.rank = self.map[:, 0], self.map[:, 1]
         self.nsp = all(getattr(d, "nsp", False) for d in datasets)
 
+    def _map(self, sizes: list[int], w: np.ndarray, size: int, seed: int, cache_dir) -> np.ndarray:
+        # The map depends on nothing but these: equal inputs share one file.
+        key = hashlib.sha1(f"v{BLEND_VERSION}-{sizes}-{w.tolist()!r}-{size}-{seed}".encode()).hexdigest()[:16]
+        first = getattr(self.datasets[0], "prefixes", None)
+        if cache_dir is None and not first:
+            return blend_map(sizes, w, size, seed)
+        where = Path(cache_dir) if cache_dir is not None else Path(first[0]).parent
+        path = where / f"blend_{key}.npy"
+
+        def write(p: Path) -> None:
+            with atomic_path(p) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, blend_map(sizes, w, size, seed), allow_pickle=False)
+
+        table, _ = cached_array(path, lambda a: a.shape == (size, 2), write,
+                                lambda: blend_map(sizes, w, size, seed), "the blend map")
+        return table
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key in ("map", "choice", "rank"):
+            state.pop(key)
+        state["_map_file"] = os.fspath(self.map.filename) if isinstance(self.map, np.memmap) else None
+        if state["_map_file"] is None:
+            state["map"] = np.asarray(self.map)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        file = state.pop("_map_file")
+        self.__dict__.update(state)
+        if file is not None:
+            self.map = np.load(file, mmap_mode="r", allow_pickle=False)
+        self.choice, self.rank = self.map[:, 0], self.map[:, 1]
+
     def __len__(self) -> int:
-        return len(self.choice)
+        return len(self.map)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         n = len(self)
@@ -394,8 +385,8 @@ class BlendedDataset(torch.utils.data.Dataset):
 
     def get(self, sample_id: int, epoch: int = 0) -> dict[str, np.ndarray]:
         """Sample ``sample_id`` of the blend in (blend) ``epoch``."""
-        ds = self.datasets[self.choice[sample_id]]
-        r = int(self.rank[sample_id])
+        d, r = (int(v) for v in self.map[sample_id])
+        ds = self.datasets[d]
         local_len = len(ds)
         return ds.get(r % local_len, epoch + r // local_len)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pretrain_tiny import build_corpus
 
+import pretrain.sample_index as sample_index
 import pretrain.samples as samples
 from data_tools.errors import UserError
 from data_tools.indexed import IndexedCorpus, IndexedCorpusWriter
@@ -38,7 +39,8 @@ def test_index_is_cached_beside_the_corpus_and_reused(wp, tmp_path, monkeypatch)
     def no_build(*a, **k):
         raise AssertionError("index rebuilt although cached")
 
-    monkeypatch.setattr(samples, "build_sample_index", no_build)
+    monkeypatch.setattr(sample_index, "write_sample_index", no_build)
+    monkeypatch.setattr(sample_index, "build_sample_index", no_build)
     again = MLMDataset(prefix, tok, max_seq_len=64, seed=5)
     assert len(again) == len(ds)
     for i in (0, 7, len(ds) - 1):  # deterministic random access, any order, any instance
@@ -156,3 +158,51 @@ def test_blend_follows_weights_and_feeds_the_model(wp, tmp_path_factory):
     model = build_model(vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2, alum=AlumConfig())
     out = model(**collate([blend[i] for i in range(4)]))
     assert torch.isfinite(out.loss) and out.masked_count.item() > 0
+
+
+def test_workers_get_the_index_as_a_mapped_file_not_its_rows(wp):
+    tok, prefix = wp
+    ds = MLMDataset(prefix, tok, max_seq_len=64, seed=5)
+    assert isinstance(ds.indices[0], np.memmap)
+    blob = pickle.dumps(ds)
+    assert len(blob) < ds.indices[0].nbytes  # the rows did not travel
+    copy = pickle.loads(blob)
+    assert isinstance(copy.indices[0], np.memmap) and np.array_equal(copy.indices[0], ds.indices[0])
+    for i in (0, len(ds) - 1):
+        assert np.array_equal(copy.get(i, 1)["input_ids"], ds.get(i, 1)["input_ids"])
+
+
+def test_blend_map_is_cached_once_and_mapped(wp, tmp_path, capfd):
+    tok, prefix = wp
+    a = MLMDataset(prefix, tok, max_seq_len=32, seed=1)
+    b = MLMDataset(prefix, tok, max_seq_len=48, seed=1)
+    blend = BlendedDataset([a, b], [2, 1], size=300, seed=4, cache_dir=tmp_path)
+    assert "building the blend map" in capfd.readouterr().err
+    (file,) = tmp_path.glob("blend_*.npy")
+    again = BlendedDataset([a, b], [2, 1], size=300, seed=4, cache_dir=tmp_path)
+    assert "building" not in capfd.readouterr().err
+    assert isinstance(again.map, np.memmap) and os.path.samefile(again.map.filename, file)
+    w = np.array([2 / 3, 1 / 3])
+    assert np.array_equal(again.map, samples.blend_map([len(a), len(b)], w, 300, 4))
+    assert np.array_equal(pickle.loads(pickle.dumps(again)).map, again.map)
+    assert (blend.choice == 0).sum() == 200 and sorted(blend.rank[blend.choice == 1]) == list(range(100))
+
+
+def test_a_prefix_may_be_shards_a_directory_or_a_glob(tmp_path, wp):
+    tok, _ = wp
+    for name in ("wiki_00000", "wiki_00001", "other"):
+        with IndexedCorpusWriter(str(tmp_path / "c" / name), np.uint16) as w:
+            for i in range(12):
+                w.add_sequence(np.arange(5, 25 + i))
+                w.end_document()
+    shards = [str(tmp_path / "c" / "wiki_00000"), str(tmp_path / "c" / "wiki_00001")]
+    assert samples.expand_prefix(tmp_path / "c" / "wiki") == shards
+    assert samples.expand_prefix(str(tmp_path / "c" / "wiki_*")) == shards
+    assert samples.expand_prefix(tmp_path / "c") == sorted([*shards, str(tmp_path / "c" / "other")])
+    ds = MLMDataset(str(tmp_path / "c"), tok, max_seq_len=32)
+    assert len(ds.corpora) == 3
+    with pytest.raises(UserError, match="no corpus"):
+        samples.expand_prefix(str(tmp_path / "c" / "nothing_*"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no corpus"):
+        samples.expand_prefix(tmp_path / "empty")
