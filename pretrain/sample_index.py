@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -36,7 +37,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from data_tools.atomic import atomic_path
@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 INDEX_VERSION = 1
 STYLES = ("bert", "roberta")
 _STREAM_INDEX = 1  # the sample-structure RNG stream of pretrain.samples
-# Sentences per window: 4 M sentences is 16 MB of lengths (+ the rows made from them).
-WINDOW = 1 << 22
-DOC_WINDOW = 1 << 20
+# Sentences per window: 1 M sentences is 4 MB of lengths (+ up to 24 MB of rows made from them).
+WINDOW = 1 << 20
+DOC_WINDOW = 1 << 18
 
 
 def say(message: str) -> None:
@@ -121,7 +121,6 @@ def corpus_signature(prefix: str | os.PathLike) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- kernels
 
 
-@numba.njit(cache=True, nogil=True)
 def _roberta_kernel(lengths, extra, capacity, final, out):  # pragma: no cover - compiled
     """Greedy packing over one window: ``extra[k]`` is 1 where a document (other than the first) starts.
 
@@ -153,7 +152,6 @@ def _roberta_kernel(lengths, extra, capacity, final, out):  # pragma: no cover -
     return r, i
 
 
-@numba.njit(cache=True, nogil=True)
 def _bert_kernel(lengths, base, docs, docs_final, rng, short_seq_prob, max_tokens, i, pending, out):  # pragma: no cover
     """Runs within documents over one window of sentences ``[base, base + len(lengths))`` and of document
     entries ``docs`` (global sentence numbers, ``docs[0]`` the current document's start).
@@ -195,6 +193,15 @@ def _bert_kernel(lengths, base, docs, docs_final, rng, short_seq_prob, max_token
         pending = -1
 
 
+@functools.cache
+def _compiled(kernel: Callable) -> Callable:
+    """``kernel`` compiled by numba (loaded from its on-disk cache after the first time). numba is imported
+    here, not at module import: a run whose indices are all cached never pays for it."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(kernel)
+
+
 def _roberta_rows(idx: IdxWindows, max_seq_len: int, window: int) -> Iterator[np.ndarray]:
     n, num_docs, capacity = idx.n, idx.num_documents, max_seq_len - 2
     doc_window = DOC_WINDOW
@@ -209,7 +216,7 @@ def _roberta_rows(idx: IdxWindows, max_seq_len: int, window: int) -> Iterator[np
         inside = docs[(docs >= i) & (docs < stop)]
         extra[inside - i] = 1
         out = np.empty((stop - i, 3), dtype=np.int64)
-        rows, done = _roberta_kernel(lengths, extra, capacity, stop == n, out)
+        rows, done = _compiled(_roberta_kernel)(lengths, extra, capacity, stop == n, out)
         if done == 0:
             window, doc_window = 2 * window, 2 * doc_window  # one run longer than the window
             continue
@@ -230,7 +237,7 @@ def _bert_rows(idx: IdxWindows, max_seq_len: int, seed: int, short_seq_prob: flo
         docs = idx.documents(d, last + 1)
         lengths = idx.lengths(i, stop)
         out = np.empty((stop - i, 3), dtype=np.int64)
-        rows, done, i_next, pending, finished = _bert_kernel(
+        rows, done, i_next, pending, finished = _compiled(_bert_kernel)(
             lengths, i, docs, last == num_docs, rng, short_seq_prob, max_tokens, i, pending, out)
         if rows:
             yield out[:rows]
