@@ -108,7 +108,7 @@ def child(mode: str, prefix: str, style: str, max_seq_len: int, out: str) -> dic
         np.save(out, index)  # what load_or_build_index then did (after the build: not counted in the time)
     cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
     return {"samples": samples, "cpu_s": cpu, "wall_s": wall, "rss_growth_mb": _vm("VmHWM") - rss0,
-            "index_mb": index_bytes / 2**20}
+            "peak_rss_mb": _vm("VmHWM"), "index_mb": index_bytes / 2**20}
 
 
 def _measure(mode: str, prefix: Path, style: str, max_seq_len: int, out: Path) -> dict:
@@ -182,11 +182,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         result = run(Path(tmp), [args.base * s for s in args.scales])
     print(f"{'tokens':>14} {'samples':>11} {'style':>8} {'impl':>9} {'cpu s':>7} {'µs/sample':>10} "
-          f"{'RSS+ MB':>8} {'index MB':>9} {'RSS/index':>9}")
+          f"{'RSS+ MB':>8} {'peak MB':>8} {'index MB':>9} {'RSS+/index':>10}")
     for r in result["rows"]:
         print(f"{r['tokens']:>14,} {r['samples']:>11,} {r['style'] + str(r['max_seq_len']):>8} {r['impl']:>9} "
-              f"{r['cpu_s']:>7.2f} {r['us_per_sample']:>10.3f} {r['rss_growth_mb']:>8.1f} {r['index_mb']:>9.1f} "
-              f"{r['rss_over_size']:>9.3f}")
+              f"{r['cpu_s']:>7.2f} {r['us_per_sample']:>10.3f} {r['rss_growth_mb']:>8.1f} "
+              f"{r.get('peak_rss_mb', float('nan')):>8.1f} {r['index_mb']:>9.1f} {r['rss_over_size']:>10.3f}")
     for s in result["skipped"]:
         print(f"skipped {s['tokens']:,} tokens: {s['reason']}")
     speed = result["index_speedup_vs_python"]

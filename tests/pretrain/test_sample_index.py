@@ -3,6 +3,7 @@ written as it goes, and one builder per cache file (the others wait on its lock,
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -200,3 +201,15 @@ def test_one_process_builds_while_the_other_waits(tmp_path):
     assert sum("building the sample index" in e for e in logs) == 1, logs
     assert sum("built by another process; mapping it" in e for e in logs) == 1, logs
     assert np.array_equal(np.load(path)[1:], expected)
+
+
+def test_a_file_system_without_locks_still_gets_a_cache(tmp_path, monkeypatch, capfd):
+    corpus = write_corpus(str(tmp_path / "c"), [[10, 20, 30]] * 5)
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    index = load_or_build_index(corpus, "bert", 32)
+    assert isinstance(index, np.memmap) and np.array_equal(index, reference_index(corpus, "bert", 32))
+    assert "cannot lock" in capfd.readouterr().err
