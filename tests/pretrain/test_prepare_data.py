@@ -43,26 +43,33 @@ def torchrun(cfg: Path) -> list[str]:
             "-m", "pretrain", "train", "--config", str(cfg)]
 
 
-def test_prepare_data_builds_every_index_and_blend_map_once(tmp_path, corpus):
+def prepare(*args: str) -> None:
+    from data_tools.errors import run_cli as cli
+    from pretrain.__main__ import main
+
+    cli(lambda: main(["prepare-data", *args]))
+
+
+def test_prepare_data_builds_every_index_and_blend_map_once(tmp_path, corpus, capfd):
     prefix, _ = corpus
     cfg, raw = config(tmp_path, corpus, prefixes=[prefix, prefix], weights=[3, 1], eval_prefixes=[prefix])
-    cmd = [sys.executable, "-m", "pretrain", "prepare-data", "--config", str(cfg), "--workers", "2"]
-    first = run_cli(cmd)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stderr.count("building the sample index") == 1  # one corpus, one index (shared by all uses)
-    assert first.stderr.count("building the blend map") == 1
+    prepare("--config", str(cfg), "--workers", "2")
+    out, err = capfd.readouterr()
+    assert err.count("building the sample index") == 1  # one corpus, one index (shared by all its uses)
+    assert err.count("building the blend map") == 1
     files = {p.name for p in (tmp_path / "cache").glob("*.npy")}
     assert the_index(raw).name in files and len(files) == 2
     assert [f for f in files if f.startswith("blend_")]
-    assert "2 cached files" in first.stdout
+    assert "2 cached files" in out
     stamps = {p: stamp(p) for p in (tmp_path / "cache").glob("*.npy")}
-    again = run_cli(cmd)
-    assert again.returncode == 0 and "building" not in again.stderr, again.stderr[-3000:]
+    prepare("--config", str(cfg))
+    assert "building" not in capfd.readouterr().err
     assert {p: stamp(p) for p in stamps} == stamps
 
-    bad = run_cli([sys.executable, "-m", "pretrain", "prepare-data", "--config", str(cfg), "--data.prefixes",
-                   '["nowhere/x"]', "--data.weights", "null"])
-    assert bad.returncode == 2 and bad.stderr.startswith("error: data.prefixes[0]: nowhere/x: no corpus found")
+    with pytest.raises(SystemExit) as exit_:
+        prepare("--config", str(cfg), "--data.prefixes", '["nowhere/x"]', "--data.weights", "null")
+    assert exit_.value.code == 2
+    assert capfd.readouterr().err.startswith("error: data.prefixes[0]: nowhere/x: no corpus found")
 
 
 @pytest.mark.slow
