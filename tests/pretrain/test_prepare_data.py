@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -76,8 +75,7 @@ def test_prepare_data_builds_every_index_and_blend_map_once(tmp_path, corpus, ca
 @pytest.mark.multiproc
 def test_two_ranks_after_prepare_data_build_nothing(tmp_path, corpus):
     cfg, raw = config(tmp_path, corpus)
-    prep = run_cli([sys.executable, "-m", "pretrain", "prepare-data", "--config", str(cfg)])
-    assert prep.returncode == 0, prep.stderr[-3000:]
+    prepare("--config", str(cfg))
     index = the_index(raw)
     before = stamp(index)
     proc = run_cli(torchrun(cfg))
