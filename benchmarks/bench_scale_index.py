@@ -19,6 +19,8 @@ Usage::
     python benchmarks/bench_scale_index.py                        # 125 M, 500 M, 2 B tokens (~5 GB disk at most)
     python benchmarks/bench_scale_index.py --base 10_000_000      # quicker
 
+Each build runs ``--rounds`` times (fresh processes): the median CPU time is reported with its min-max.
+
 Ends with ``index_us_per_sample=… index_rss_over_size=… index_speedup_vs_python=…`` (µs per sample and RSS
 ratio: the largest corpus; speedup: the smallest, against the Python loop).
 """
@@ -29,6 +31,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,9 +123,18 @@ def _measure(mode: str, prefix: Path, style: str, max_seq_len: int, out: Path) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(workdir: Path, sizes: list[int]) -> dict:
+def _rounds(mode: str, prefix: Path, style: str, max_seq_len: int, out: Path, rounds: int) -> dict:
+    """``rounds`` fresh-process measurements: median CPU time, its spread, the largest RSS growth."""
+    ms = [_measure(mode, prefix, style, max_seq_len, out) for _ in range(rounds)]
+    cpu = sorted(m["cpu_s"] for m in ms)
+    return {**max(ms, key=lambda m: m["rss_growth_mb"]), "cpu_s": statistics.median(cpu),
+            "cpu_s_min": cpu[0], "cpu_s_max": cpu[-1], "rounds": rounds}
+
+
+def run(workdir: Path, sizes: list[int], rounds: int = 3) -> dict:
     """Build the index of a synthetic corpus of each size (tokens) in a child process; compare with the
-    Python loop on the smallest. Corpora are written under ``workdir`` and removed after use.
+    Python loop on the smallest. Corpora are written under ``workdir`` and removed after use. Each
+    measurement is repeated ``rounds`` times (median CPU time, min/max kept; the largest RSS growth).
 
     Returns:
         ``index_us_per_sample`` (BERT-128 build CPU µs per sample, largest size), ``index_rss_over_size``
@@ -147,10 +159,12 @@ def run(workdir: Path, sizes: list[int]) -> dict:
             for style, max_seq_len in (("bert", 128), ("roberta", 512)):
                 modes = ["compiled", "python"] if k == 0 and style == "bert" else ["compiled"]
                 for mode in modes:
-                    m = _measure(mode, prefix, style, max_seq_len, workdir / "index.npy")
+                    m = _rounds(mode, prefix, style, max_seq_len, workdir / "index.npy", rounds)
                     rows.append({**info, "style": style, "max_seq_len": max_seq_len, "impl": mode,
                                  "corpus_write_s": round(write_s, 1), **m,
                                  "us_per_sample": 1e6 * m["cpu_s"] / max(1, m["samples"]),
+                                 "us_per_sample_range": [1e6 * m[k] / max(1, m["samples"])
+                                                         for k in ("cpu_s_min", "cpu_s_max")],
                                  "rss_over_size": m["rss_growth_mb"] / max(m["index_mb"], 1e-9)})
         finally:
             for f in workdir.glob(f"synthetic_{tokens}*"):
@@ -175,17 +189,20 @@ def main() -> None:
     p.add_argument("--base", type=int, default=125_000_000, help="tokens of the 1× corpus (default 125 M)")
     p.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16], help="multiples of --base (default 1 4 16)")
     p.add_argument("--workdir", default=None, help="where corpora go (default: a temporary directory)")
+    p.add_argument("--rounds", type=int, default=3, help="fresh-process builds per measurement (default 3)")
     args = p.parse_args()
     from machine import describe
 
     print(describe(("numpy", "numba")))
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        result = run(Path(tmp), [args.base * s for s in args.scales])
-    print(f"{'tokens':>14} {'samples':>11} {'style':>8} {'impl':>9} {'cpu s':>7} {'µs/sample':>10} "
+        result = run(Path(tmp), [args.base * s for s in args.scales], args.rounds)
+    print(f"{'tokens':>14} {'samples':>11} {'style':>10} {'impl':>9} {'cpu s':>7} {'µs/sample (min-max)':>20} "
           f"{'RSS+ MB':>8} {'peak MB':>8} {'index MB':>9} {'RSS+/index':>10}")
     for r in result["rows"]:
-        print(f"{r['tokens']:>14,} {r['samples']:>11,} {r['style'] + str(r['max_seq_len']):>8} {r['impl']:>9} "
-              f"{r['cpu_s']:>7.2f} {r['us_per_sample']:>10.3f} {r['rss_growth_mb']:>8.1f} "
+        lo, hi = r["us_per_sample_range"]
+        spread = f"{r['us_per_sample']:.3f} ({lo:.3f}-{hi:.3f})"
+        print(f"{r['tokens']:>14,} {r['samples']:>11,} {r['style'] + str(r['max_seq_len']):>10} {r['impl']:>9} "
+              f"{r['cpu_s']:>7.2f} {spread:>20} {r['rss_growth_mb']:>8.1f} "
               f"{r.get('peak_rss_mb', float('nan')):>8.1f} {r['index_mb']:>9.1f} {r['rss_over_size']:>10.3f}")
     for s in result["skipped"]:
         print(f"skipped {s['tokens']:,} tokens: {s['reason']}")
