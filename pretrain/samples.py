@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,15 +37,12 @@ from data_tools.indexed import IndexedCorpus, resolve_prefixes
 from data_tools.tokenizer import Tokenizer
 from pretrain.masking import IGNORE, Masker, MaskingConfig
 from pretrain.sample_index import (  # noqa: F401 - re-exported: the index's API before it had a module
-    _STREAM_INDEX,
     INDEX_VERSION,
     STYLES,
     build_sample_index,
     cached_array,
     load_or_build_index,
 )
-
-log = logging.getLogger(__name__)
 
 BLEND_VERSION = 1
 # Separate RNG streams, so that the sample structure and the mask never share draws.
@@ -70,7 +66,7 @@ def expand_prefix(prefix: str | os.PathLike) -> list[str]:
         if not found:
             raise UserError(f"{text}: directory holds no corpus (no *.idx files)")
         return found
-    if glob.has_magic(text) and not os.path.isfile(text + ".idx"):
+    if any(c in text for c in "*?[") and not os.path.isfile(text + ".idx"):
         found = sorted(p[: -len(".idx")] for p in glob.glob(text + ".idx"))
         if not found:
             raise UserError(f"{text}: no corpus matches (expected files {text}.idx)")
