@@ -307,6 +307,38 @@ def blend_map(sizes: Sequence[int], weights: np.ndarray, size: int, seed: int) -
     return out
 
 
+def _choice_dtype(datasets: int) -> np.dtype:
+    return np.dtype(np.uint8 if datasets <= 256 else np.uint16 if datasets <= 65536 else np.int64)
+
+
+def write_blend_map(fh, sizes: Sequence[int], weights: np.ndarray, size: int, seed: int,
+                    chunk: int = 1 << 20) -> None:
+    """:func:`blend_map` written to an open ``.npy`` file in about 2 bytes of memory per sample plus a chunk
+    (20 M samples: 87 MB against 460 MB for :func:`blend_map`).
+
+    The dataset order is shuffled as small integers (the shuffle's draws depend on the length only, so the
+    order is the one :func:`blend_map` makes), and the ranks are counted and written a chunk at a time.
+    """
+    from pretrain.sample_index import NpyRowWriter
+
+    counts = np.floor(weights * size).astype(np.int64)
+    counts[np.argsort(-(weights * size - counts))[: size - counts.sum()]] += 1
+    rng = np.random.default_rng([seed, 7])
+    choice = rng.permutation(np.repeat(np.arange(len(sizes), dtype=_choice_dtype(len(sizes))), counts))
+    seen = np.zeros(len(sizes), dtype=np.int64)
+    writer = NpyRowWriter(fh, 2, size)
+    for start in range(0, size, chunk):
+        part = choice[start : start + chunk]
+        block = np.empty((len(part), 2), dtype=np.int64)
+        block[:, 0] = part
+        for d in np.unique(part):
+            where = np.flatnonzero(part == d)
+            block[where, 1] = seen[d] + np.arange(len(where))
+            seen[d] += len(where)
+        writer.write(block)
+    writer.finish()
+
+
 class BlendedDataset(torch.utils.data.Dataset):
     """Mix several datasets with weights (Megatron's ``--data-path w1 p1 w2 p2``).
 
@@ -350,7 +382,7 @@ class BlendedDataset(torch.utils.data.Dataset):
 
         def write(p: Path) -> None:
             with atomic_path(p) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, blend_map(sizes, w, size, seed), allow_pickle=False)
+                write_blend_map(fh, sizes, w, size, seed)
 
         table, _ = cached_array(path, lambda a: a.shape == (size, 2), write,
                                 lambda: blend_map(sizes, w, size, seed), "the blend map")

@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pretrain_tiny import build_corpus
 
 import pretrain.sample_index as sample_index
@@ -206,3 +208,15 @@ def test_a_prefix_may_be_shards_a_directory_or_a_glob(tmp_path, wp):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no corpus"):
         samples.expand_prefix(tmp_path / "empty")
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 500), min_size=1, max_size=6), size=st.integers(1, 3000),
+       seed=st.integers(0, 2**32 - 1), chunk=st.integers(1, 700), data=st.data())
+def test_streamed_blend_map_equals_the_in_memory_one(tmp_path_factory, sizes, size, seed, chunk, data):
+    w = np.array(data.draw(st.lists(st.floats(0.01, 10), min_size=len(sizes), max_size=len(sizes))))
+    w = w / w.sum()
+    path = tmp_path_factory.mktemp("b") / "b.npy"
+    with open(path, "wb") as fh:
+        samples.write_blend_map(fh, sizes, w, size, seed, chunk=chunk)
+    assert np.array_equal(np.load(path), samples.blend_map(sizes, w, size, seed))
