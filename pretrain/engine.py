@@ -184,19 +184,22 @@ def lr_lambda(cfg: RunConfig):
     return fn
 
 
-def build_engine(cfg: RunConfig, model: torch.nn.Module, dist: DistEnv):
+def build_engine(cfg: RunConfig, model: torch.nn.Module, dist: DistEnv, extra: dict[str, Any] | None = None):
     """Wrap ``model`` in a DeepSpeed engine configured by the run config and its DeepSpeed JSON.
 
     Args:
         cfg: The run config.
         model: The ``PretrainModel``.
         dist: From ``discover_dist_env``; the process group must be initialised.
+        extra: Sections merged into the DeepSpeed config (``pretrain.elastic.deepspeed_overrides``).
     Returns:
         ``(engine, ds_config_dict)``.
     """
     import deepspeed
 
     ds = deepspeed_dict(cfg, dist.world_size)
+    for key, section in (extra or {}).items():
+        ds[key] = {**ds.get(key, {}), **section}
     validate_deepspeed(ds, cfg.train.deepspeed_config)
     ds.setdefault("steps_per_print", 10**9)  # we log ourselves; keep DeepSpeed's per-step prints off
     optimizer = build_optimizer(cfg, model)

@@ -21,7 +21,7 @@ import torch
 
 from data_tools.atomic import write_json, write_text
 from data_tools.errors import UserError
-from pretrain import checkpoint
+from pretrain import checkpoint, elastic
 from pretrain.config import RunConfig, config_dump, deepspeed_dict
 from pretrain.engine import (
     DistEnv,
@@ -159,18 +159,21 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     resume_tag = _check_output_dir(cfg)
     data = build_data(cfg, dist)
     init_distributed(dist)
+    run_dir = Path(cfg.train.output_dir)
+    # A checkpoint written at another world size is converted to DeepSpeed's universal format first.
+    resume = elastic.plan(run_dir, resume_tag, dist.world_size, dist.rank) if resume_tag else None
 
     _seed_all(cfg.train.seed)
     model = _build_model(cfg, data.tokenizer)
-    engine, ds = build_engine(cfg, model, dist)
+    engine, ds = build_engine(cfg, model, dist, extra=elastic.deepspeed_overrides(resume))
     # Different ranks must draw different dropout masks / ALUM noise; the model init above was shared.
     _seed_all(cfg.train.seed + 1000 * dist.rank + 1)
 
-    run_dir = Path(cfg.train.output_dir)
     step, consumed = 0, 0
     checkpoint.remove_unfinished(run_dir, dist.rank)
     if resume_tag is not None:
-        client = checkpoint.load(engine, run_dir, resume_tag, dist.rank)
+        client = (elastic.load(engine, resume, dist.rank, cfg.train.seed) if resume
+                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank))
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
         if dist.rank == 0:
