@@ -12,7 +12,7 @@ true}`` cuts them again for its own world size. (DeepSpeed 0.19.8: ``deepspeed/c
 
 What happens on resume (``plan`` → ``train.run`` builds the engine with ``deepspeed_overrides`` → ``load``):
 
-- The saved world size is the number of ``trainer_state_rank<R>.pt`` files of the tag (one per rank), and
+- The saved world size is the number of ``trainer_state_rank<R>.*`` files of the tag (one per rank), and
   the ZeRO optimizer shards must agree with it. Same world size, or ZeRO-0 (its ``mp_rank_00`` file holds
   the whole model and the whole torch optimizer state, which load at any world size): the checkpoint loads
   as it is, bit-exactly (``checkpoint.load``).
@@ -71,7 +71,7 @@ from pretrain import checkpoint
 UNIVERSAL = "universal"
 """Sub-directory of a checkpoint tag that holds its universal conversion."""
 
-_RANK_FILE = re.compile(r"^trainer_state_rank(\d+)\.pt$")
+_RANK_FILE = re.compile(r"^trainer_state_rank(\d+)\.(?:pt|json)$")  # .json: written by newer versions
 _SHARD = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
 
 
