@@ -33,7 +33,7 @@ from pretrain import checkpoint, elastic
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 
 # Losses and weights of the resumed run against the uninterrupted one. fp32 with a hidden-32 model: the
-# only difference is summation order (measured: 0.0 on this machine); 1e-5 is the bound
+# only difference is summation order (measured here: losses identical, weights within 3e-7); 1e-5 is the bound
 # test_launchers.py uses for 2 ranks vs 1 rank × 2 accumulation steps.
 TOL = 1e-5
 
@@ -115,18 +115,20 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 
 def test_unconvertible_checkpoint_is_refused_and_kept(runs, tmp_path):
-    # A 2-process checkpoint whose rank-1 optimizer shard is damaged: one UserError line, nothing changed.
+    """A 2-process checkpoint that lost part of an optimizer shard: one UserError line, nothing changed.
+    ZeRO-2: a truncated shard, which DeepSpeed's converter fails on. ZeRO-3: a missing shard, named before
+    DeepSpeed is asked."""
     tag_dir = tmp_path / "run" / "checkpoints" / "step_6"
     shutil.copytree(runs["run"] / "checkpoints" / "step_6", tag_dir, ignore=shutil.ignore_patterns("universal"))
     shard = next(tag_dir.glob("*zero_pp_rank_1_*optim_states.pt"))
-    shard.write_bytes(shard.read_bytes()[:100])
+    if runs["stage"] == 2:
+        shard.write_bytes(shard.read_bytes()[:100])
+        needle = "cannot resume at another world size: DeepSpeed's ds_to_universal failed"
+    else:
+        shard.unlink()
+        needle = "ZeRO optimizer shards of ranks [0], expected 0..1 (damaged checkpoint)"
     before = _snapshot(tag_dir)
     with pytest.raises(UserError) as err:
         elastic.plan(tmp_path / "run", "step_6", world_size=1, rank=0)
-    assert "cannot resume at another world size" in str(err.value) and "\n" not in str(err.value)
+    assert needle in str(err.value) and "\n" not in str(err.value)
     assert _snapshot(tag_dir) == before
-
-    # A missing shard is named before DeepSpeed is even asked.
-    shard.unlink()
-    with pytest.raises(UserError, match=r"ZeRO optimizer shards of ranks \[0\], expected 0..1"):
-        elastic.plan(tmp_path / "run", "step_6", world_size=1, rank=0)
