@@ -126,7 +126,7 @@ def plan(run_dir: str | Path, tag: str, world_size: int, rank: int) -> ResumePla
             convert(tag_dir)
         except UserError as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 -- any failure must reach the waiting ranks, not hang them
+        except Exception as exc:  # any failure must reach the waiting ranks, not leave them hanging
             error = f"{tag_dir}: cannot resume at another world size: {type(exc).__name__}: {exc}"
     error = _broadcast(error)
     if error is not None:
