@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   python -m data_tools extract-owt openwebtext.tar.xz -o owt.jsonl --dedup
   python -m data_tools train-tokenizer wiki.jsonl --kind wordpiece --vocab-size 30522 -o tok/
   python -m data_tools build wiki.jsonl --tokenizer tok/ -o corpus/wiki --workers 2 --shards 4
+  python -m data_tools build enwiki-multistream.xml.bz2 --tokenizer tok/ -o corpus/wiki --tasks 64   (resumable)
   python -m data_tools verify corpus/wiki
   python -m data_tools inspect corpus/wiki --document 0
   python -m data_tools merge corpus/wiki corpus/owt -o corpus/all
@@ -55,9 +56,24 @@ def cmd_train_tokenizer(a: argparse.Namespace) -> None:
 
 
 def cmd_build(a: argparse.Namespace) -> None:
+    from data_tools.errors import UserError
+
+    if a.tasks is not None:
+        from data_tools.build_tasks import build_tasks
+
+        if a.shards is not None or a.shard_size is not None:
+            raise UserError("--tasks writes one shard per task: drop --shards/--shard-size")
+        r = build_tasks(a.inputs, a.tokenizer, a.output, a.tasks, task_index=a.task_index, executor=a.executor,
+                        workers=a.workers, address=a.address, dtype=a.dtype, json_key=a.json_key,
+                        skip_bad=a.skip_bad, split_sentences=not a.no_split, input_kind=a.input_kind,
+                        fresh=a.fresh, progress=not a.quiet)
+        print(r.summary())
+        return
+    if a.task_index is not None or a.executor != "local" or a.address or a.fresh:
+        raise UserError("--task-index, --executor, --address and --fresh need --tasks N")
     from data_tools.build import build
 
-    r = build(a.inputs, a.tokenizer, a.output, workers=a.workers, shards=a.shards, shard_size=a.shard_size,
+    r = build(a.inputs, a.tokenizer, a.output, workers=a.workers or 1, shards=a.shards, shard_size=a.shard_size,
               dtype=a.dtype, json_key=a.json_key, skip_bad=a.skip_bad, split_sentences=not a.no_split,
               input_kind=a.input_kind, progress=not a.quiet)
     print(r.summary())
@@ -151,7 +167,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="JSONL, text, wiki dump or OpenWebText inputs")
     p.add_argument("--tokenizer", required=True, help="tokenizer dir, vocab.txt, tokenizer.json or .model")
     p.add_argument("-o", "--output", required=True, help="corpus prefix (shards: PREFIX_00000 ...)")
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes (output identical for any value)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (output identical for any "
+                   "value; default 1, with --tasks: one per core)")
+    p.add_argument("--tasks", "--num-tasks", type=int, default=None, metavar="N",
+                   help="split the inputs into N tasks, each writing shard PREFIX_0000k and a completion marker in "
+                   "PREFIX.tasks/; a rerun skips finished tasks")
+    p.add_argument("--task-index", type=int, default=None, metavar="K",
+                   help="with --tasks: run only task K (a Slurm array element: $SLURM_ARRAY_TASK_ID)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="with --tasks: a local process pool (default) or a Ray cluster")
+    p.add_argument("--address", default=None, help="--executor ray: the cluster's HOST:PORT (default: auto)")
+    p.add_argument("--fresh", action="store_true", help="with --tasks: discard an earlier build's tasks when "
+                   "its inputs or settings differ (default: refuse)")
     p.add_argument("--shards", type=int, default=None, help="write this many shards (documents dealt round-robin)")
     p.add_argument("--shard-size", type=int, default=None, help="or: documents per shard")
     p.add_argument("--dtype", default="auto", choices=["auto", "uint16", "int32"], help="token dtype")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,21 +11,44 @@ from data_tools.errors import UserError
 from data_tools.sources import DECOMPRESS_ERRORS, BadInputPolicy, Document, decompress_error, open_binary
 
 
-def read_jsonl(path: Path, json_key: str = "text", policy: BadInputPolicy | None = None) -> Iterator[Document]:
+def _lines_in_range(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """The lines of an uncompressed file that start in bytes ``[start, end)``: a line belongs to the range
+    holding its first byte, so adjacent ranges read every line exactly once."""
+    with open_binary(path) as fh:
+        pos = start
+        if start > 0:
+            fh.seek(start - 1)
+            pos = start - 1 + len(fh.readline())  # the rest of the line that started before us
+        while pos < end:
+            line = fh.readline()
+            if not line:
+                return
+            pos += len(line)
+            yield line
+
+
+def read_jsonl(path: Path, json_key: str = "text", policy: BadInputPolicy | None = None, start: int = 0,
+               end: int = -1) -> Iterator[Document]:
     """Yield one document per non-blank line of ``path`` (``.gz``/``.bz2``/``.xz`` decompressed).
+
+    Args:
+        start, end: only the lines starting in bytes ``[start, end)`` of an uncompressed file (``end`` -1:
+            the whole file). Errors then name ``file@byte`` instead of ``file:line`` past the first range.
 
     Raises:
         UserError: ``file:line`` and what was wrong (bad JSON, not an object, missing or non-string key,
             non-UTF-8 bytes), unless ``policy.skip``; a truncated/corrupt compressed file always.
     """
     policy = policy or BadInputPolicy()
-    lineno = 0
-    with open_binary(path) as fh:
+    lineno, byte = 0, start
+    ranged = end >= 0
+    with open_binary(path) if not ranged else contextlib.nullcontext(_lines_in_range(path, start, end)) as fh:
         try:
             for lineno, raw in enumerate(fh, 1):  # noqa: B007 - lineno is used after the loop for errors
+                where = f"{path}@{byte}" if ranged and start > 0 else f"{path}:{lineno}"
+                byte += len(raw)
                 if not raw.strip():
                     continue
-                where = f"{path}:{lineno}"
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
