@@ -26,7 +26,7 @@ def cmd_extract_wiki(a: argparse.Namespace) -> None:
     from data_tools.extract import extract_wiki
 
     r = extract_wiki(a.dump, a.output, workers=a.workers, headings=a.headings, min_chars=a.min_chars,
-                     progress=not a.quiet)
+                     progress=not a.quiet, index=a.index)
     print(r.summary())
 
 
@@ -140,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="JSONL to write")
     p.add_argument("--workers", type=int, default=1, help="processes cleaning wikitext")
     p.add_argument("--headings", action="store_true", help="keep section headings as lines")
+    p.add_argument("--index", default=None, help="multistream index (default: DUMP's …-index.txt.bz2 if present): "
+                   "workers then read their own byte ranges of the dump")
     p.add_argument("--min-chars", type=int, default=1, help="drop articles shorter than this after cleaning")
 
     p = add("extract-owt", cmd_extract_owt, "OpenWebText tar of .xz archives (or folders of .xz/.txt) -> JSONL",
