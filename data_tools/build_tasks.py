@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.atomic import ensure_parent, write_json
-from data_tools.build import BuildResult, _batches, _remove_corpus, _stale_outputs, choose_dtype, encode_documents
+from data_tools.build import (
+    BuildResult,
+    _batches,
+    _remove_corpus,
+    _stale_outputs,
+    choose_dtype,
+    encode_documents,
+)
 from data_tools.errors import UserError
 from data_tools.executors import run_tasks
 from data_tools.indexed import IndexedCorpusWriter, read_meta, shard_prefix
@@ -131,11 +139,11 @@ def _remove_other_layouts(output: str, num_tasks: int) -> None:
     ``resolve_prefixes`` would prefer) and shards numbered ``num_tasks`` and up from a bigger earlier build."""
     _remove_corpus(output)
     parent, name = os.path.split(output)
+    pattern = re.compile(re.escape(name) + r"_(\d{5})\.idx")
     for e in os.listdir(parent or "."):
-        stem = e[: -len(".idx")] if e.endswith(".idx") else None
-        if stem and stem.startswith(name + "_") and stem[len(name) + 1 :].isdigit() and len(stem) == len(name) + 6:
-            if int(stem[len(name) + 1 :]) >= num_tasks:
-                _remove_corpus(os.path.join(parent, stem))
+        m = pattern.fullmatch(e)
+        if m and int(m.group(1)) >= num_tasks:
+            _remove_corpus(os.path.join(parent, e[: -len(".idx")]))
 
 
 def build_tasks(

@@ -21,8 +21,8 @@ from data_tools.atomic import atomic_open
 from data_tools.errors import UserError
 from data_tools.parallel import ordered_map
 from data_tools.sources import BadInputPolicy, Document
-from data_tools.sources.owt import read_owt
 from data_tools.sources.multistream import index_for, read_layout
+from data_tools.sources.owt import read_owt
 from data_tools.sources.wiki import Page, iter_articles, page_document
 from data_tools.tasks import Piece, plan_tasks, read_piece
 
