@@ -43,6 +43,11 @@ def run_ray(func: Callable[[Any], dict], args: list, address: str | None) -> Ite
     the outputs go to a filesystem every node sees (the ``-o`` path). Every node must be able to import
     ``data_tools`` and read the inputs and tokenizer at the same paths.
     """
+    if address and address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
+        # A cluster on loopback (one machine, e.g. the tests'): Ray 2.60 rewrites 127.0.0.1 to the machine's
+        # outward IP before dialling (ray/_private/services.py resolve_ip_for_localhost), which a cluster
+        # listening on 127.0.0.1 never answers, unless its single-machine mode is on. Read at import.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
