@@ -179,7 +179,7 @@ def main() -> None:
     best = {k: sorted(v, key=lambda x: x["seconds"])[len(v) // 2] for k, v in results.items()}
 
     print("# bench_indexing: data_tools build vs the raw tokenizer and HF datasets.map")
-    print(describe(("tokenizers", "blingfire", "numpy", "datasets", "transformers", "mwxml", "mwparserfromhell")))
+    print(describe(("tokenizers", "blingfire", "numpy", "datasets", "transformers", "mwparserfromhell")))
     print(f"config copies={a.copies} repeats={a.repeats} workers={a.workers} vocab_size={a.vocab_size} "
           f"docs={best['build']['docs']} input_mb={docs.stat().st_size / 2**20:.1f}")
     for name, res in best.items():
