@@ -121,17 +121,18 @@ class _ChainReader:
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0  # read position in _buf: slicing off the front would copy a whole stream per read
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
+        while n < 0 or len(self._buf) - self._pos < n:
             chunk = next(self._chunks, None)
             if chunk is None:
                 break
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
+            self._buf = self._buf[self._pos :] + chunk
+            self._pos = 0
+        end = len(self._buf) if n < 0 else self._pos + n
+        out = self._buf[self._pos : end]
+        self._pos = min(end, len(self._buf))
         return out
 
     def close(self) -> None:
