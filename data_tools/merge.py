@@ -164,4 +164,6 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, force: boo
         meta = {k: first_meta[k] for k in ("format", "tokenizer", "splitter", "sequence") if k in first_meta}
         meta["merged_from"] = prefixes
     _stream(checked, output, meta)
-    return IndexedCorpus(output)
+    # Not validated again: written just now from validated inputs, and a validating open would page the
+    # whole new .idx into this process's RSS.
+    return IndexedCorpus(output, validate=False)
