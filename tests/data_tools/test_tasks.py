@@ -94,6 +94,7 @@ def test_export_without_siteinfo_uses_default_namespaces(tmp_path):
     assert stats["other_namespace"] == 1
 
 
+@pytest.mark.slow
 def test_build_from_multistream_dump_in_tasks_equals_one_build(tmp_path, wiki_dump, multistream, wordpiece_dir):
     dump, _ = multistream
     build_tasks([dump], wordpiece_dir, tmp_path / "t" / "wiki", num_tasks=4, workers=2, progress=False)
