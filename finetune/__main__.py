@@ -45,14 +45,18 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ALUM (adversarial fine-tuning, pretrain.alum)", "the --alum-* options take effect with --alum")
     g.add_argument("--alum", dest="alum.enabled", action="store_const", const=True, default=S,
                    help="add alpha * max l_sym over the task outputs")
-    for name, typ, hlp in (("alpha", float, "α, weight of the adversarial term (default 1)"),
-                           ("steps", int, "K ascent steps (default 1)"),
-                           ("init-std", float, "σ of δ's init (default 1e-5)"),
-                           ("step-size", float, "η (default 1e-3)"),
-                           ("eps", float, "ε radius for --alum-norm linf/l2 (default 1e-5)"),
-                           ("norm", str, "token_linf (authors, default) | linf | l2"),
-                           ("ascent-loss", str, "kl (authors, default) | sym"),
-                           ("site", str, "embedding_output (authors, default) | word_embeddings")):
+    for name, typ, hlp in (("variant", str, "default | paper | authors | noise (pretrain.alum; explicit "
+                                            "--alum-* values override the variant's)"),
+                           ("alpha", float, "α, weight of the adversarial term (default 1)"),
+                           ("steps", int, "K ascent steps"),
+                           ("init-std", float, "σ of δ's init (in --alum-units)"),
+                           ("step-size", float, "η, ascent step along the normalised gradient (in --alum-units)"),
+                           ("eps", float, "ε, per-token radius of δ's ball (in --alum-units)"),
+                           ("norm", str, "l2 | linf | token_linf (authors' normalisation)"),
+                           ("units", str, "relative (fractions of each token's embedding norm) | absolute"),
+                           ("ascent-loss", str, "sym (paper) | kl (authors)"),
+                           ("site", str, "embedding_output | word_embeddings"),
+                           ("gain-interval", int, "measure the ascent gain every N steps (0: never)")):
         g.add_argument(f"--alum-{name}", dest=f"alum.{name.replace('-', '_')}", type=typ, default=S,
                        metavar=name.replace("-", "_").upper(), help=hlp)
 
