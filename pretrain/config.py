@@ -155,7 +155,10 @@ class AlumSection(_Section):
         name = data.get("variant", "default")
         if name not in VARIANT_VALUES:
             return data  # the Literal check reports it, naming the key
-        return {**VARIANT_VALUES[name], **data}
+        resolved = {**VARIANT_VALUES[name], **data}
+        if "units" not in data and resolved.get("norm") != "l2":
+            resolved["units"] = "absolute"  # relative units are ℓ2 only; an explicit linf means raw units
+        return resolved
 
     @model_validator(mode="after")
     def _check(self) -> AlumSection:
