@@ -265,20 +265,21 @@ def kl(logits_target: torch.Tensor, logits_input: torch.Tensor) -> torch.Tensor:
 
 
 def token_scale(embeds: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
-    """Per-token length unit ``[..., 1]`` (float32, detached): ‖x_t‖ for relative units, 1 for absolute."""
+    """Per-token length unit ``[..., 1]`` (detached, at least float32): ‖x_t‖ in relative units, 1 in absolute."""
+    x = _up(embeds.detach())
     if cfg.units == "absolute":
-        return torch.ones((*embeds.shape[:-1], 1), dtype=torch.float32, device=embeds.device)
-    return embeds.detach().float().norm(dim=-1, keepdim=True)
+        return torch.ones((*x.shape[:-1], 1), dtype=x.dtype, device=x.device)
+    return x.norm(dim=-1, keepdim=True)
 
 
 def init_delta(embeds: torch.Tensor, cfg: AlumConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """δ's init in float32 (so that float16 does not round it), shaped like ``embeds``.
+    """δ's init in at least float32 (so that float16 does not round it), shaped like ``embeds``.
 
     "gaussian": N(0, σ²) per coordinate (absolute) or N(0, σ²/H)·‖x_t‖ (relative: per-token norm ≈ σ·‖x_t‖).
     "sphere": a uniformly random direction per token with norm exactly ε (in ``cfg.units``).
     """
-    noise = torch.randn(embeds.shape, generator=generator, device=embeds.device, dtype=torch.float32)
     scale = token_scale(embeds, cfg)
+    noise = torch.randn(embeds.shape, generator=generator, device=embeds.device, dtype=torch.float32).to(scale.dtype)
     if cfg.init == "sphere":
         return noise / _safe(noise.norm(dim=-1, keepdim=True)) * cfg.eps * scale
     if cfg.units == "relative":
@@ -398,7 +399,7 @@ def adversarial_loss(
     """
     target = clean_logits.detach()
     scale = token_scale(embeds, cfg)  # [B, T, 1]
-    keep = None if token_mask is None else token_mask.unsqueeze(-1).to(torch.float32)
+    keep = None if token_mask is None else token_mask.unsqueeze(-1).to(scale.dtype)
     delta = init_delta(embeds, cfg, generator)
     if keep is not None:
         delta = delta * keep
