@@ -34,15 +34,16 @@ from machine import describe  # noqa: E402
 # name -> alum section overrides; "plain" turns ALUM off.
 GRID = {
     "plain": {"enabled": False},
-    "paper": {"variant": "paper"},
-    "authors": {"variant": "authors"},
-    "noise": {"variant": "noise"},
-    "default eps=0.03": {"variant": "default", "eps": 0.03, "step_size": 0.03},
     "default eps=0.1": {"variant": "default", "eps": 0.1, "step_size": 0.1},
     "default eps=0.3": {"variant": "default", "eps": 0.3, "step_size": 0.3},
-    "default eps=0.1 K=2": {"variant": "default", "eps": 0.1, "step_size": 0.1, "steps": 2},
-    "noise eps=0.03": {"variant": "noise", "eps": 0.03},
+    "default eps=1": {"variant": "default", "eps": 1.0, "step_size": 1.0},
     "noise eps=0.3": {"variant": "noise", "eps": 0.3},
+    "default eps=0.3 K=2": {"variant": "default", "eps": 0.3, "step_size": 0.3, "steps": 2},
+    "paper": {"variant": "paper"},
+    "authors": {"variant": "authors"},
+    "noise eps=1": {"variant": "noise", "eps": 1.0},
+    "noise eps=0.1": {"variant": "noise", "eps": 0.1},
+    "default eps=0.03": {"variant": "default", "eps": 0.03, "step_size": 0.03},
 }
 
 
@@ -106,6 +107,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--arms", default=",".join(GRID), help="comma-separated arm names (default: all)")
+    p.add_argument("--chosen", default="default eps=0.3", help="the arm the last line reports")
     args = p.parse_args()
     import torch
 
@@ -135,7 +137,7 @@ def main() -> None:
     for r in results:
         print(f"| {r['arm']} | {r['gain']:.2f} | {r['share']:.3f} | {r['ratio']:.4f} | {r['cos']:.3f} | "
               f"{r['mlm']:.4f} | {r['cpu_s']:.0f} |")
-    chosen = next((r for r in results if r["arm"] == "default eps=0.1"), results[-1])
+    chosen = next((r for r in results if r["arm"] == args.chosen), results[-1])
     print(f"default_gain={chosen['gain']:.2f} default_share={chosen['share']:.3f} default_mlm={chosen['mlm']:.4f}")
 
 

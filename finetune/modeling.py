@@ -186,15 +186,17 @@ def train_loss(model, batch: dict, alum=None, generator: torch.Generator | None 
         out = model(**batch)
         return {"loss": out.loss, "task_loss": out.loss.detach(), "adv_loss": None, "overflow": False,
                 "regularized": None}
-    from pretrain.alum import regularized_loss
+    from pretrain.alum import DropoutReplay, regularized_loss
 
     if model.config.num_labels == 1 and not hasattr(model, "qa_outputs"):
         raise UserError("--alum: regression (num_labels=1) has no output distribution for l_sym; "
                         "expected a classification or QA task")
     embeds, forward_fn = encode(model, batch, alum.site)
+    # Perturbed forwards replay the clean forward's dropout masks (alum.same_dropout): δ is the only difference.
+    replay = DropoutReplay(embeds.device, alum.same_dropout)
     logits = forward_fn(embeds)
     reg = regularized_loss(task_loss(model, logits, batch), embeds, compare_logits(logits),
                            lambda e: compare_logits(forward_fn(e)), alum, scaler=scaler, generator=generator,
-                           token_mask=batch["attention_mask"], measure_gain=measure_gain)
+                           token_mask=batch["attention_mask"], measure_gain=measure_gain, replay=replay)
     return {"loss": reg.loss, "task_loss": reg.task_loss.detach(), "adv_loss": reg.adv_loss.detach(),
             "overflow": reg.adv.overflow, "regularized": reg}

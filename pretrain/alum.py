@@ -43,9 +43,11 @@ Choices stated explicitly (fields of :class:`AlumConfig`):
 - ``ascent_loss``: "sym" ascends l_sym (Algorithm 1); "kl" ascends KL(p_clean‖p_adv) (authors' plugin). The final
   term is l_sym either way. Both share their Hessian at δ = 0, so the first step's direction is nearly the same.
 - ``same_dropout``: every perturbed forward of one step (the ascent's, the final one, the gain probe) replays the
-  same dropout masks, so δ is the only thing that differs between them and the ascent optimises the very function
-  the final term evaluates. The authors draw fresh masks per forward (``False``); with dropout the ascent gradient
-  then mostly follows the dropout difference, not δ.
+  dropout masks of the CLEAN forward (the caller captures the RNG state just before it: :class:`DropoutReplay`),
+  so δ is the only thing that differs between f(x) and f(x+δ): l_sym is the paper's divergence of one function,
+  ε = 0 gives exactly 0 in training mode too, and the ascent optimises the very function the final term
+  evaluates. The authors draw fresh masks per forward (``False``); l_sym then mostly measures the dropout
+  difference (at ε = 1e-5 all of it), and so does its ascent gradient.
 - Detached target sides: the authors detach the target of each KL in the final term
   (``KL(adv, clean.detach()) + KL(clean, adv.detach())``, ``adv_masked_lm.py``). We keep the paper's objective:
   l_sym's gradient flows through both the clean and the adversarial outputs.
@@ -99,7 +101,7 @@ _GAIN_WARN_AFTER = 3
 
 # The perturbation each variant names (α, site, masked_only, ... are not part of a variant). The default's
 # ε, η, σ, K come from benchmarks/alum_sweep.py (README "ALUM": the sweep table).
-_DEFAULT = dict(steps=1, init_std=1e-3, step_size=0.1, eps=0.1, norm="l2", units="relative", ascent_loss="sym",
+_DEFAULT = dict(steps=1, init_std=1e-3, step_size=0.3, eps=0.3, norm="l2", units="relative", ascent_loss="sym",
                 init="gaussian", embed_grad=True, same_dropout=True)
 VARIANT_VALUES: dict[str, dict] = {
     "default": _DEFAULT,
@@ -328,13 +330,15 @@ def _ascent_objective(clean_logits: torch.Tensor, adv_logits: torch.Tensor, cfg:
     return sym_kl(adv_logits, clean_logits)
 
 
-class _DropoutReplay:
+class DropoutReplay:
     """Runs a function with the RNG state captured at construction, leaving the caller's RNG untouched after.
 
-    Used so that every perturbed forward of one step draws the same dropout masks (``same_dropout``).
+    Capture it just before the clean forward from the perturbation site (``forward_fn(embeds)``) and pass it to
+    :func:`regularized_loss`: every perturbed forward then draws the clean forward's dropout masks
+    (``same_dropout``). Disabled, it just calls the function (fresh masks).
     """
 
-    def __init__(self, device: torch.device, enabled: bool):
+    def __init__(self, device: torch.device, enabled: bool = True):
         self.enabled = enabled
         self.devices = [device] if device.type == "cuda" else []
         if enabled:
@@ -374,6 +378,7 @@ def adversarial_loss(
     generator: torch.Generator | None = None,
     token_mask: torch.Tensor | None = None,
     measure_gain: bool = False,
+    replay: DropoutReplay | None = None,
 ) -> AdvResult:
     """The adversarial term of ALUM: K ascent steps on δ, then l_sym at the final δ.
 
@@ -393,6 +398,8 @@ def adversarial_loss(
         generator: RNG for δ's init and the gain probe (default: torch's global RNG).
         token_mask: ``[B, T]`` 1 for real tokens: padding is never perturbed and not counted in diagnostics.
         measure_gain: also compute ``ascent_gain`` (one more forward, without gradients).
+        replay: the RNG state captured before the clean forward (``cfg.same_dropout``); None: captured here,
+            so the perturbed forwards share masks with each other but not with the clean one.
 
     Returns:
         :class:`AdvResult` with the scalar loss, the final δ, overflow and diagnostics.
@@ -405,7 +412,8 @@ def adversarial_loss(
         delta = delta * keep
     start = delta
     base = embeds.detach()
-    replay = _DropoutReplay(embeds.device, cfg.same_dropout)
+    if replay is None or not cfg.same_dropout:
+        replay = DropoutReplay(embeds.device, cfg.same_dropout)
     overflow = False
     for _ in range(cfg.steps):
         delta = delta.to(embeds.dtype).requires_grad_(True)
@@ -484,6 +492,7 @@ def regularized_loss(
     generator: torch.Generator | None = None,
     token_mask: torch.Tensor | None = None,
     measure_gain: bool = False,
+    replay: DropoutReplay | None = None,
 ) -> Regularized:
     """The ALUM objective ``L(f(x), y) + α · l_sym(f(x + δ*), f(x))`` with δ* from :func:`adversarial_loss`.
 
@@ -493,7 +502,7 @@ def regularized_loss(
 
     Args:
         task_loss: scalar task loss of the clean forward (MLM cross-entropy, classification CE, ...).
-        embeds, clean_logits, forward_fn, scaler, generator, token_mask, measure_gain: as
+        embeds, clean_logits, forward_fn, scaler, generator, token_mask, measure_gain, replay: as
             :func:`adversarial_loss`.
         cfg: the ALUM options.
 
@@ -504,7 +513,7 @@ def regularized_loss(
     if cfg is None or not cfg.active:
         return Regularized(loss=task_loss, task_loss=task_loss, adv_loss=zero, adv=None, adv_share=zero)
     adv = adversarial_loss(embeds, clean_logits, forward_fn, cfg, scaler=scaler, generator=generator,
-                           token_mask=token_mask, measure_gain=measure_gain)
+                           token_mask=token_mask, measure_gain=measure_gain, replay=replay)
     weighted = cfg.alpha * adv.loss
     loss = task_loss + weighted
     share = (weighted.detach() / loss.detach()).float() if bool(loss.detach() != 0) else zero.float()

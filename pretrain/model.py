@@ -87,6 +87,7 @@ class MlmTask:
     nsp_loss: torch.Tensor
     masked_correct: torch.Tensor
     masked_count: torch.Tensor
+    replay: object = None
 
 
 class _TakeRows(torch.autograd.Function):
@@ -236,6 +237,7 @@ class PretrainModel(nn.Module):
         nsp_labels: torch.Tensor | None = None,
         site: str = "embedding_output",
         all_rows: bool = False,
+        capture_rng: bool = False,
     ) -> MlmTask:
         """The clean forward and task loss, with the embeddings at ``site`` and a logits-from-embeddings map.
 
@@ -244,6 +246,8 @@ class PretrainModel(nn.Module):
                 (``attention_mask`` required).
             site: where the embeddings are taken (see :func:`embed`).
             all_rows: compare logits at every non-padding position (else at the masked positions only).
+            capture_rng: record the RNG state between the embedding and the clean forward from it
+                (``MlmTask.replay``), where a perturbed forward starts.
 
         Returns:
             :class:`MlmTask`.
@@ -262,6 +266,11 @@ class PretrainModel(nn.Module):
             return self.mlm_head(take_rows(hidden, rows))  # [M, V]
 
         embeds = embed(self.backbone, input_ids, token_type_ids, site)  # [B, T, H]
+        replay = None
+        if capture_rng:
+            from pretrain.alum import DropoutReplay
+
+            replay = DropoutReplay(embeds.device)
         logits = logits_from(embeds)  # [M, V]
         hidden = hidden_out.pop()
         is_target = row_labels != -100
@@ -282,7 +291,8 @@ class PretrainModel(nn.Module):
             return out
 
         return MlmTask(embeds=embeds, logits=logits, logits_from=perturbed, task_loss=mlm_loss + nsp_loss,
-                       mlm_loss=mlm_loss, nsp_loss=nsp_loss, masked_correct=masked_correct, masked_count=masked_count)
+                       mlm_loss=mlm_loss, nsp_loss=nsp_loss, masked_correct=masked_correct, masked_count=masked_count,
+                       replay=replay)
 
     def forward(
         self,

@@ -41,6 +41,11 @@ class PretrainObjective(nn.Module):
         self.ascent_scaler = ascent_scaler if ascent_scaler is not None else AscentScaler()
         self.alum_steps = 0  # ALUM steps run, to measure the gain every alum.gain_interval of them
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The HF ``BertModel``/``RobertaModel``."""
+        return self.model.backbone
+
     def to_hf(self):
         """The transformers model of these weights (see ``PretrainModel.to_hf``)."""
         return self.model.to_hf()
@@ -66,11 +71,12 @@ class PretrainObjective(nn.Module):
         # Training mode only (as the authors' code), and never under no_grad, where no ascent is possible.
         use = cfg is not None and cfg.active and self.training and torch.is_grad_enabled()
         t = self.model.task(input_ids, attention_mask, token_type_ids, mlm_labels, nsp_labels,
-                            site=cfg.site if use else "embedding_output", all_rows=use and not cfg.masked_only)
+                            site=cfg.site if use else "embedding_output", all_rows=use and not cfg.masked_only,
+                            capture_rng=use and cfg.same_dropout)
         if not use:
             return output_of(t, t.task_loss, t.task_loss.new_zeros(()), overflow=False)
         measure = bool(cfg.gain_interval) and self.alum_steps % cfg.gain_interval == 0
         self.alum_steps += 1
         reg = regularized_loss(t.task_loss, t.embeds, t.logits, t.logits_from, cfg, scaler=self.ascent_scaler,
-                               token_mask=attention_mask, measure_gain=measure)
+                               token_mask=attention_mask, measure_gain=measure, replay=t.replay)
         return output_of(t, reg.loss, reg.adv_loss, overflow=reg.adv.overflow, alum_stats=AlumStats.vector(reg))

@@ -246,14 +246,22 @@ def test_embedding_gradient_through_the_adversarial_branch_is_a_choice():
 
 def test_same_dropout_replays_one_set_of_masks_per_step():
     """With dropout on, every perturbed forward of a step sees the same masks (δ is the only difference)."""
-    from pretrain.alum import _DropoutReplay
+    from pretrain.alum import DropoutReplay
 
     _, embeds, _, forward_fn, _ = _task(dropout=0.3)
     torch.manual_seed(3)
-    replay = _DropoutReplay(embeds.device, enabled=True)
-    assert torch.equal(replay(forward_fn, embeds), replay(forward_fn, embeds))
-    fresh = _DropoutReplay(embeds.device, enabled=False)
+    replay = DropoutReplay(embeds.device, enabled=True)
+    clean = forward_fn(embeds)  # the clean forward, right after the capture
+    assert torch.equal(replay(forward_fn, embeds), clean)
+    fresh = DropoutReplay(embeds.device, enabled=False)
     assert not torch.equal(fresh(forward_fn, embeds), fresh(forward_fn, embeds))
+    # Training mode with dropout: ε = 0 gives l_sym = 0 only when the clean masks are replayed.
+    for same, zero in ((True, True), (False, False)):
+        torch.manual_seed(4)
+        cfg = AlumConfig(eps=0.0, same_dropout=same)
+        rep = DropoutReplay(embeds.device, same)
+        res = adversarial_loss(embeds, forward_fn(embeds), forward_fn, cfg, replay=rep)
+        assert (res.loss.item() == 0.0) == zero
 
 
 def test_alpha_zero_and_disabled_run_nothing():
