@@ -107,7 +107,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--arms", default=",".join(GRID), help="comma-separated arm names (default: all)")
-    p.add_argument("--chosen", default="default eps=0.3", help="the arm the last line reports")
+    p.add_argument("--chosen", default="default eps=0.1", help="the arm the last line reports")
     args = p.parse_args()
     import torch
 

@@ -101,7 +101,7 @@ _GAIN_WARN_AFTER = 3
 
 # The perturbation each variant names (α, site, masked_only, ... are not part of a variant). The default's
 # ε, η, σ, K come from benchmarks/alum_sweep.py (README "ALUM": the sweep table).
-_DEFAULT = dict(steps=1, init_std=1e-3, step_size=0.3, eps=0.3, norm="l2", units="relative", ascent_loss="sym",
+_DEFAULT = dict(steps=1, init_std=1e-3, step_size=0.1, eps=0.1, norm="l2", units="relative", ascent_loss="sym",
                 init="gaussian", embed_grad=True, same_dropout=True)
 VARIANT_VALUES: dict[str, dict] = {
     "default": _DEFAULT,

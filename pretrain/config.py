@@ -118,9 +118,9 @@ class AlumSection(_Section):
     """K: ascent steps (0: δ stays at its init)."""
     init_std: float = Field(1e-3, ge=0.0)
     """σ: size of δ's Gaussian init (per coordinate in absolute units; ≈ σ·‖x_t‖ per token in relative units)."""
-    step_size: float = Field(0.3, ge=0.0)
+    step_size: float = Field(0.1, ge=0.0)
     """η: ascent step length along the normalised gradient (in ``units``)."""
-    eps: float = Field(0.3, ge=0.0)
+    eps: float = Field(0.1, ge=0.0)
     """ε: per-token radius of the ball δ is projected on (in ``units``)."""
     norm: Literal["l2", "linf", "token_linf"] = "l2"
     """Per-token ``l2``/``linf`` ball with the matching normalised ascent, or ``token_linf`` (authors' plugin: divide δ
