@@ -122,7 +122,7 @@ def main() -> None:
     prefix, tok = build_corpus(work, args.vocab)
     results = []
     for name in args.arms.split(","):
-        out = work / "runs" / name.replace(" ", "_").replace("=", "")
+        out = work / f"runs{args.steps}" / name.replace(" ", "_").replace("=", "")
         if out.exists():
             import shutil
 
@@ -131,7 +131,7 @@ def main() -> None:
         results.append(r)
         print(f"{name}: gain {r['gain']:.2f} ({r['gains']} measurements) share {r['share']:.3f} "
               f"ratio {r['ratio']:.4f} cos {r['cos']:.3f} mlm {r['mlm']:.4f} cpu {r['cpu_s']:.0f}s", flush=True)
-        (work / "results.json").write_text(json.dumps(results, indent=1))
+        (work / f"results{args.steps}.json").write_text(json.dumps(results, indent=1))
     print("\n| arm | ascent gain | α·adv share | ‖δ‖/‖x‖ | cos(δ, δ₀) | held-out MLM loss | CPU s |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
