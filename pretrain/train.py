@@ -35,7 +35,6 @@ from pretrain.engine import (
 from pretrain.loader import TrainData, build_data
 from pretrain.monitor import Monitor
 
-
 N_STATS = 13  # loss, mlm, adv, overflow, correct, count, tokens + AlumStats.vector (6)
 
 
