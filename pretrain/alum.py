@@ -18,8 +18,8 @@ Named variants (``AlumConfig.from_variant``; each field below can still be overr
   radius ``eps`` RELATIVE to the token's own embedding norm (``units="relative"``: ‖δ_t‖ ≤ ε·‖x_t‖). δ, σ and η are
   in the same unit. Its ε, η, σ, K were chosen by ``benchmarks/alum_sweep.py`` on the demo corpus (README, "ALUM").
 - ``paper``: Algorithm 1 with the paper's settings: ℓ∞ ball of absolute radius ε = 1e-5, η = 1e-3, σ = 1e-5, K = 1,
-  ascent on l_sym (arXiv:2004.08994 v2, Algorithm 1 and §4.1 "Pre-training"). At that radius l_sym is ~1e-10:
-  the ascent steers, but the term is negligible next to the MLM loss (measured, README).
+  ascent on l_sym (arXiv:2004.08994: Algorithm 1 and the pre-training settings of its experiments). At that
+  radius the term is negligible next to the MLM loss (measured share < 1e-3, README).
 - ``authors``: the released fairseq plugin, namisan/mt-dnn branch v0.2 @ a1b63fbb, ``alum/adv_masked_lm.py``
   (``AdvMaskedLmLoss.forward``): δ ~ N(0,1)·``noise_var`` (1e-5), ONE step ``noise = noise + delta_grad *
   adv_step_size`` on the raw gradient of ``KL(adv_logits, logits.detach())`` (one-sided, "batchmean"), then
@@ -53,8 +53,8 @@ Choices stated explicitly (fields of :class:`AlumConfig`):
   l_sym's gradient flows through both the clean and the adversarial outputs.
 - ``drop_nonfinite``: the authors skip the adversarial term for a batch whose ascent-gradient norm is NaN/inf.
 - SMART fine-tuning (namisan/mt-dnn v0.2 @ a1b63fbb, ``mt_dnn/perturbation.py`` with ``train.py``'s
-  ``--adv_step_size 1e-5``, ``--adv_noise_var 1e-5``, ``--adv_epsilon 1e-6``) uses η = 1e-5, not 1e-3, and has no
-  QA loss; its η is not a variant here.
+  ``--adv_step_size 1e-5``, ``--adv_noise_var 1e-5``, ``--adv_epsilon 1e-6``) uses η = 1e-5, not 1e-3, and its
+  ``SmartPerturbation.forward`` asserts a Classification/Ranking/Regression task (no span QA); it is not a variant.
 
 Diagnostics (:class:`AdvResult`): ``delta_ratio`` = mean over real tokens of ‖δ_t‖/‖x_t‖; ``delta_cos_init`` =
 mean cos(δ_final, δ_init) per token; ``ascent_gain`` = l_sym at the final δ over l_sym at a random δ with the same
