@@ -446,10 +446,16 @@ def adversarial_loss(
         return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True, **diag)
     gain = None
     if measure_gain:
-        with torch.no_grad():
+        # A diagnostic must not change training: the probe's random draws leave the global RNG as it was (so a
+        # resumed run, whose probes fall on other steps, still repeats the straight run's losses exactly).
+        devices = [embeds.device] if embeds.device.type == "cuda" else []
+        saved = generator.get_state() if generator is not None else None
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             probe = _same_norm_random(delta, generator).to(embeds.dtype)
             at_random = sym_kl(replay(forward_fn, base + probe), target)
             gain = loss.detach().float() / at_random.float().clamp(min=1e-30)
+        if saved is not None:
+            generator.set_state(saved)
     return AdvResult(loss=loss, delta=delta, overflow=overflow, ascent_gain=gain, **diag)
 
 

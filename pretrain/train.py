@@ -184,6 +184,7 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         client = checkpoint.load(engine, run_dir, resume_tag, dist.rank)
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
+        model.alum_steps = client.get("alum_steps", 0)  # keeps the gain probes on the straight run's steps
         if dist.rank == 0:
             truncate_jsonl(run_dir / "metrics.jsonl", step)
     if dist.rank == 0:
@@ -216,7 +217,8 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         due = cfg.train.save_interval and step % cfg.train.save_interval == 0
         if due or step == total or exit_early:
             state = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
-                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict()}
+                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict(),
+                      "alum_steps": model.alum_steps}
             result.last_tag = checkpoint.save(engine, run_dir, step, state, dist.rank, cfg.train.keep_last)
     if step >= total and (not cfg.train.eval_interval or step % cfg.train.eval_interval):
         result.eval = evaluate(engine, data, cfg, dist)

@@ -330,3 +330,16 @@ def test_stats_rows_and_a_single_low_gain_warning():
     found = [w for w in warnings + more if w]
     assert len(found) == 1 and "not adversarial" in found[0] and "\n" not in found[0]
     assert AlumStats(AlumConfig.from_variant("noise")).warning() is None  # no ascent: nothing to warn about
+
+
+def test_the_gain_probe_changes_nothing_in_training():
+    """Measuring the gain leaves the loss, δ and every RNG (global and the caller's) as they were."""
+    _, embeds, clean, forward_fn, batch = _task(dropout=0.1)
+    outs = []
+    for measure in (False, True):
+        torch.manual_seed(9)
+        gen = torch.Generator().manual_seed(2)
+        res = adversarial_loss(embeds, clean, forward_fn, AlumConfig(), generator=gen, measure_gain=measure)
+        outs.append((res.loss.detach(), res.delta, torch.rand(3), torch.rand(3, generator=gen)))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
