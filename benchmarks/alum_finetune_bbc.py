@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument("--attack-steps", dest="attack_steps", type=int, default=3)
     p.add_argument("--attack-examples", dest="attack_examples", type=int, default=200)
     p.add_argument("--work", default=str(Path(__file__).resolve().parents[1] / ".cache" / "alum_bbc"))
+    p.add_argument("--seed-list", dest="seed_list", type=int, nargs="+", default=None,
+                   help="run only these seeds (e.g. one per process); results_<seeds>.json")
+    p.add_argument("--report", action="store_true", help="only print the table of every results*.json in --work")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from finetune.attack import run_attack
@@ -64,6 +67,8 @@ def main() -> None:
           f"eps {args.attack_eps}, first {args.attack_examples} dev rows")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        args.arms = ""
     if not (work / "bbc" / "train.tsv").exists():
         import_bbc(work / "bbc")
     model_dir = work / "model"
@@ -74,8 +79,10 @@ def main() -> None:
     lines = (work / "bbc" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     dev_small.write_text("".join(lines[: args.attack_examples + 1]), encoding="utf-8")
     eps = sorted({0.0, *args.attack_eps})
-    rows = []
-    for seed in range(args.seeds):
+    seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
+    results_file = work / f"results_{'_'.join(map(str, seeds))}.json"
+    rows = [] if not args.report else [r for f in sorted(work.glob("results_*.json")) for r in json.loads(f.read_text())]
+    for seed in [] if args.report else seeds:
         for arm in args.arms.split(","):
             out = work / "runs" / f"{arm}{seed}"
             t0, c0 = time.perf_counter(), time.process_time()
@@ -93,7 +100,7 @@ def main() -> None:
                    "share": statistics.mean(r["adv_share"] for r in train_rows) if "adv_share" in train_rows[0] else None,
                    "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0}
             rows.append(row)
-            (work / "results.json").write_text(json.dumps(rows, indent=1))
+            results_file.write_text(json.dumps(rows, indent=1))
             print(f"{arm} seed {seed}: dev acc {row['acc']:.4f}; attacked "
                   + " ".join(f"eps={r['eps']:g}:{r['accuracy']:.3f}/success {r['success_rate']:.3f}"
                              for r in att["results"] if r["success_rate"] is not None)
@@ -117,7 +124,7 @@ def main() -> None:
         gain = f"{statistics.mean(gains):.2f}" if gains else "-"
         share = f"{statistics.mean(shares):.3f}" if shares else "-"
         print(f"| {arm} | {mean_std([r['acc'] for r in rs])} | " + " | ".join(cells) + f" | {gain} | {share} |")
-    print(f"seeds: {args.seeds}")
+    print(f"seeds: {sorted({r['seed'] for r in rows})}")
     mid = str(eps[len(eps) // 2])
     summary = {arm: (statistics.mean(r["acc"] for r in rows if r["arm"] == arm),
                      statistics.mean(r["attack"][mid]["accuracy"] for r in rows if r["arm"] == arm)) for arm in arms}
