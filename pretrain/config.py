@@ -102,8 +102,9 @@ class ModelConfig(_Section):
 class AlumSection(_Section):
     """ALUM (Liu et al. 2020): ``variant`` picks a named perturbation, any field given explicitly overrides it.
 
-    Same names as ``pretrain.alum.AlumConfig`` (its module docstring cites the source of every variant). The
-    values a variant leaves unset are filled in at load time, so ``config.json`` holds every resolved value.
+    Same names as ``pretrain.alum.AlumConfig`` (its module docstring cites the source of every variant; "authors'
+    code" below is namisan/mt-dnn @ a1b63fbb, ``alum/adv_masked_lm.py``). The values a variant leaves unset are
+    filled in at load time, so ``config.json`` holds every resolved value.
     """
 
     variant: Literal["default", "paper", "authors", "noise"] = "default"

@@ -1,6 +1,6 @@
 """The module DeepSpeed wraps for pre-training: MLM (+NSP) task loss plus ALUM's adversarial term.
 
-Its forward reads as the paper's objective (arXiv:2004.08994, eq. 3 / Algorithm 1): the clean task forward of
+Its forward reads as the paper's objective (arXiv:2004.08994, Algorithm 1): the clean task forward of
 ``PretrainModel.task``, then ``pretrain.alum.regularized_loss(task_loss, ...)`` = ``L + α·l_sym(f(x+δ*), f(x))``,
 the same function fine-tuning calls. The ascent runs inside this forward, so ZeRO-3 parameter gathering and
 DeepSpeed's precision handling cover its extra forwards.
