@@ -4,13 +4,20 @@ Measures, in one run and interleaved round by round (so a noisy neighbour slows 
 median forward+backward time (process CPU time by default, see ``--clock``; wall time is printed too) of:
 
 - ``hf``: transformers ``BertForMaskedLM`` with ``labels`` (the peer; vocabulary head at every position),
-- ``plain``: our ``PretrainModel`` without ALUM (head and loss at the masked positions only),
-- ``alum``: our ALUM step, K=1, l_sym over the masked positions (the authors' setting),
+- ``plain``: our training module (``pretrain.objective.PretrainObjective``) without ALUM (head and loss at the
+  masked positions only),
+- ``alum``: our ALUM step with the default variant (K=1, l_sym over the masked positions), diagnostics off
+  (``gain_interval=0``),
 - ``alum_all``: the same with l_sym over every position,
+- ``alum_diag``: ``alum`` measuring the ascent gain on EVERY step (``gain_interval=1``): the probe's cost; the
+  default measures every 10th step, so the diagnostics overhead is (alum_diag - alum) / 10 plus the per-step
+  statistics (δ norms, cosines; timed on their own),
 
 with the ALUM step split into phases (clean forward, ascent = perturbed forward + δ-gradient, adversarial
-forward, backward), and the peak resident-memory growth of one step of each, each in a fresh subprocess
-(``VmHWM`` minus the resident size just before the step). Same weights, same batch, same threads for all.
+forward, backward; read from a forward pre-hook on the encoder, no monkeypatching), and the peak resident-memory
+growth of one step of each, each in a fresh subprocess (``VmHWM`` minus the resident size just before the step).
+Same weights, same batch, same threads for all. Finally the ascent gain of the default options after a short
+warm-up (20 ALUM training steps on the synthetic batches), averaged over 8 measurements.
 
 Usage::
 
@@ -18,7 +25,8 @@ Usage::
     python benchmarks/bench_alum_step.py --rounds 5 --layers 2   # quicker
 
 Ends with one line: ``plain_speedup_vs_hf=… alum_time_vs_hf=… alum_time_vs_plain=… alum_all_time_vs_plain=…
-alum_mem_vs_hf=…`` (speedup > 1 is faster than HF; the others are ratios of time or of memory growth).
+alum_mem_vs_hf=… diag_overhead=… ascent_gain=…`` (speedup > 1 is faster than HF; the others are ratios of time
+or of memory growth; ``diag_overhead`` is a fraction of an ALUM step).
 """
 
 from __future__ import annotations
@@ -41,11 +49,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from machine import describe
 
-import pretrain.model as model_mod  # noqa: E402
-from pretrain.alum import AlumConfig  # noqa: E402
+from pretrain.alum import AlumConfig, AlumStats, _diagnostics, regularized_loss  # noqa: E402
 from pretrain.model import build_model  # noqa: E402
+from pretrain.objective import PretrainObjective  # noqa: E402
 
-VARIANTS = ("hf", "plain", "alum", "alum_all")
+VARIANTS = ("hf", "plain", "alum", "alum_all", "alum_diag")
+ALUM = {"alum": AlumConfig(gain_interval=0), "alum_all": AlumConfig(gain_interval=0, masked_only=False),
+        "alum_diag": AlumConfig(gain_interval=1)}
 # The clock phases are read with; main() switches it to process CPU time for --clock cpu.
 now = time.perf_counter
 
@@ -72,10 +82,15 @@ def setup(args: argparse.Namespace):
     """Same weights for every variant, one fixed batch with BERT's 15% of positions to predict."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    ours = build_model(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                       num_heads=args.heads, max_position_embeddings=max(512, args.seq), seed=args.seed).train()
+    ours = PretrainObjective(build_model(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
+                                         num_heads=args.heads, max_position_embeddings=max(512, args.seq),
+                                         seed=args.seed)).train()
     hf = ours.to_hf().train()
-    g = torch.Generator().manual_seed(args.seed)
+    return ours, hf, make_batch(args, args.seed)
+
+
+def make_batch(args: argparse.Namespace, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, args.vocab, (args.batch, args.seq), generator=g)
     pick = torch.rand(ids.shape, generator=g) < 0.15
     batch = {
@@ -84,38 +99,25 @@ def setup(args: argparse.Namespace):
         "token_type_ids": torch.zeros_like(ids),
         "mlm_labels": torch.where(pick, ids, torch.full_like(ids, -100)),
     }
-    return ours, hf, batch
+    return batch
 
 
 class PhaseClock:
-    """Records when ALUM's phases start, by wrapping ``adversarial_loss`` and its ``forward_fn``."""
+    """When each encoder forward of a step starts (a forward pre-hook on the encoder): call 1 is the clean
+    forward, calls 2..K+1 the ascent's, call K+2 the adversarial forward (then the gain probe, if any)."""
 
-    def __init__(self) -> None:
-        self.marks: dict[str, float] = {}
-        self._inner = model_mod.adversarial_loss
-
-        def timed(embeds, clean_logits, forward_fn, cfg, **kw):
-            self.marks["ascent_start"] = now()
-            calls = []
-
-            def fn(x):
-                calls.append(now())
-                if len(calls) == cfg.steps + 1:
-                    self.marks["adv_start"] = calls[-1]
-                return forward_fn(x)
-
-            result = self._inner(embeds, clean_logits, fn, cfg, **kw)
-            self.marks["adv_end"] = now()
-            return result
-
-        model_mod.adversarial_loss = timed
+    def __init__(self, model: PretrainObjective) -> None:
+        self.calls: list[float] = []
+        model.backbone.encoder.register_forward_pre_hook(lambda module, args: self.calls.append(now()))
 
 
 def step(variant: str, ours, hf, batch, clock: PhaseClock | None = None) -> dict[str, float]:
     """One forward + backward; returns its time and, for ALUM, its phases (seconds)."""
     model = hf if variant == "hf" else ours
     if variant != "hf":
-        ours.alum = None if variant == "plain" else AlumConfig(masked_only=variant == "alum")
+        ours.alum = ALUM.get(variant)
+    if clock is not None:
+        clock.calls.clear()
     model.zero_grad(set_to_none=True)
     w0, c0 = time.perf_counter(), time.process_time()
     t0 = now()
@@ -129,9 +131,10 @@ def step(variant: str, ours, hf, batch, clock: PhaseClock | None = None) -> dict
     t2 = now()
     out = {"total": t2 - t0, "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}
     if clock is not None and variant.startswith("alum"):
-        m = clock.marks
-        out.update(clean_forward=m["ascent_start"] - t0, ascent=m["adv_start"] - m["ascent_start"],
-                   adversarial_forward=t1 - m["adv_start"], backward=t2 - t1)
+        k = ours.alum.steps
+        c = clock.calls
+        out.update(clean_forward=c[1] - t0, ascent=c[k + 1] - c[1], adversarial_forward=t1 - c[k + 1],
+                   backward=t2 - t1)
     else:
         out.update(forward=t1 - t0, backward=t2 - t1)
     return out
@@ -178,7 +181,7 @@ def main(argv=None) -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; clock {args.clock}")
 
     ours, hf, batch = setup(args)
-    clock = PhaseClock()
+    clock = PhaseClock(ours)
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds + 2):
         for v in VARIANTS:
@@ -198,9 +201,9 @@ def main(argv=None) -> None:
         print(f"  {k:20s} {med['alum'][k] / med['alum']['total'] * 100:5.1f}%  "
               f"({med['alum'][k] / med['plain']['total']:.2f}x our plain step)")
 
-    mem = {v: measure_memory(args, v) for v in VARIANTS}
+    mem = {v: measure_memory(args, v) for v in VARIANTS if v != "alum_diag"}
     print("\npeak RSS growth of one step (MiB), fresh process each:")
-    for v in VARIANTS:
+    for v in mem:
         print(f"  {v:9s} {mem[v] / 1024:8.1f}")
 
     # Other jobs on a shared machine stretch wall time (they take the cores) but hardly the CPU time this
@@ -221,10 +224,49 @@ def main(argv=None) -> None:
     alum_vs_plain = t["alum"] / t["plain"]
     alum_all_vs_plain = t["alum_all"] / t["plain"]
     alum_mem = mem["alum"] / mem["hf"]
-    print("\ntargets: plain >= 1.5x faster than HF, ALUM <= 1.5x HF time and <= 2.7x plain, memory <= 1.5x HF")
+    stats_s = per_step_stats_seconds(ours, batch)
+    probe = max(t["alum_diag"] - t["alum"], 0.0) / AlumConfig().gain_interval
+    diag = (probe + stats_s) / t["alum"]
+    print(f"\ndiagnostics: gain probe {(t['alum_diag'] - t['alum']) * 1e3:.1f} ms when measured (every "
+          f"{AlumConfig().gain_interval} steps by default), per-step statistics {stats_s * 1e3:.2f} ms -> "
+          f"{diag * 100:.1f}% of an ALUM step")
+    gain = warmed_up_gain(args)
+    print(f"ascent gain of the default options after 20 warm-up steps: {gain:.2f} (mean of 8 measurements)")
+    print("\ntargets: plain >= 1.5x faster than HF, ALUM <= 1.5x HF time and <= 2.7x plain, memory <= 1.5x HF, "
+          "diagnostics <= 3% of a step")
     print(f"plain_speedup_vs_hf={plain_speedup:.2f} alum_time_vs_hf={alum_vs_hf:.2f} "
           f"alum_time_vs_plain={alum_vs_plain:.2f} alum_all_time_vs_plain={alum_all_vs_plain:.2f} "
-          f"alum_mem_vs_hf={alum_mem:.2f}")
+          f"alum_mem_vs_hf={alum_mem:.2f} diag_overhead={diag:.3f} ascent_gain={gain:.2f}")
+
+
+def per_step_stats_seconds(ours: PretrainObjective, batch: dict, repeats: int = 20) -> float:
+    """Median time of the per-step ALUM statistics (δ norms and cosines, the summable vector) on real tensors."""
+    t = ours.model.task(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], batch["mlm_labels"])
+    reg = regularized_loss(t.task_loss, t.embeds, t.logits, t.logits_from, AlumConfig(gain_interval=0),
+                           token_mask=batch["attention_mask"])
+    times = []
+    for _ in range(repeats):
+        t0 = now()
+        _diagnostics(t.embeds, reg.adv.delta, reg.adv.delta, batch["attention_mask"])
+        AlumStats.vector(reg)
+        times.append(now() - t0)
+    return statistics.median(times)
+
+
+def warmed_up_gain(args: argparse.Namespace, warmup: int = 20, measurements: int = 8) -> float:
+    """Ascent gain of the default options after ``warmup`` ALUM training steps (AdamW, lr 1e-3)."""
+    ours, _, _ = setup(args)
+    ours.alum = AlumConfig(gain_interval=0)
+    opt = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+    for i in range(warmup):
+        ours(**make_batch(args, 1000 + i)).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    ours.alum = AlumConfig(gain_interval=1)
+    stats = AlumStats(ours.alum)
+    for i in range(measurements):
+        stats._sum += ours(**make_batch(args, 2000 + i)).alum_stats
+    return stats.row()["ascent_gain"]
 
 
 if __name__ == "__main__":

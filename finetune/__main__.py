@@ -45,14 +45,18 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ALUM (adversarial fine-tuning, pretrain.alum)", "the --alum-* options take effect with --alum")
     g.add_argument("--alum", dest="alum.enabled", action="store_const", const=True, default=S,
                    help="add alpha * max l_sym over the task outputs")
-    for name, typ, hlp in (("alpha", float, "α, weight of the adversarial term (default 1)"),
-                           ("steps", int, "K ascent steps (default 1)"),
-                           ("init-std", float, "σ of δ's init (default 1e-5)"),
-                           ("step-size", float, "η (default 1e-3)"),
-                           ("eps", float, "ε radius for --alum-norm linf/l2 (default 1e-5)"),
-                           ("norm", str, "token_linf (authors, default) | linf | l2"),
-                           ("ascent-loss", str, "kl (authors, default) | sym"),
-                           ("site", str, "embedding_output (authors, default) | word_embeddings")):
+    for name, typ, hlp in (("variant", str, "default | paper | authors | noise (pretrain.alum; explicit "
+                                            "--alum-* values override the variant's)"),
+                           ("alpha", float, "α, weight of the adversarial term (default 1)"),
+                           ("steps", int, "K ascent steps"),
+                           ("init-std", float, "σ of δ's init (in --alum-units)"),
+                           ("step-size", float, "η, ascent step along the normalised gradient (in --alum-units)"),
+                           ("eps", float, "ε, per-token radius of δ's ball (in --alum-units)"),
+                           ("norm", str, "l2 | linf | token_linf (authors' normalisation)"),
+                           ("units", str, "relative (fractions of each token's embedding norm) | absolute"),
+                           ("ascent-loss", str, "sym (paper) | kl (authors)"),
+                           ("site", str, "embedding_output | word_embeddings"),
+                           ("gain-interval", int, "measure the ascent gain every N steps (0: never)")):
         g.add_argument(f"--alum-{name}", dest=f"alum.{name.replace('-', '_')}", type=typ, default=S,
                        metavar=name.replace("-", "_").upper(), help=hlp)
 
@@ -95,12 +99,15 @@ def cmd_attack(args: argparse.Namespace) -> None:
     from finetune.attack import run_attack
 
     result = run_attack(args.model, args.data, eps=args.eps, steps=args.steps, step_size=args.step_size,
-                        site=args.site, norm=args.norm, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
+                        site=args.site, norm=args.norm, units=args.units, batch_size=args.batch_size,
+                        max_seq_len=args.max_seq_len,
                         seed=args.seed, output=args.output, doc_stride=args.doc_stride,
                         task=args.task, text_a=args.text_a, text_b=args.text_b, label_column=args.label_column,
                         threads=args.threads)
     name = result["metric"]
-    print(" ".join(f"eps={r['eps']:g}:{name}={r[name]:.4f}" for r in result["results"]))
+    print(" ".join(f"eps={r['eps']:g}:{name}={r[name]:.4f}"
+                   + (f",success_rate={r['success_rate']:.4f}" if r.get("success_rate") is not None else "")
+                   for r in result["results"]))
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -143,11 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="accuracy (or F1) under an embedding-space PGD attack")
     p.add_argument("--model", required=True, help="a fine-tuned directory (e.g. RUN/best)")
     p.add_argument("--data", required=True, help="a classify table or a SQuAD JSON file")
-    p.add_argument("--eps", type=float, nargs="+", required=True, help="ℓ∞ radii (0 = clean)")
+    p.add_argument("--eps", type=float, nargs="+", required=True,
+                   help="per-token radii in --units (0 = clean); relative: fractions of each token's embedding norm")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--step-size", dest="step_size", type=float, default=None, help="default 2.5*eps/steps")
-    p.add_argument("--norm", default="linf", choices=("linf", "l2"))
-    p.add_argument("--site", default="word_embeddings", choices=("word_embeddings", "embedding_output"))
+    p.add_argument("--norm", default="l2", choices=("l2", "linf"),
+                   help="per-token ball (default l2, as ALUM's default perturbation)")
+    p.add_argument("--units", default="relative", choices=("relative", "absolute"),
+                   help="relative (default, as ALUM's default: ε·‖x_t‖ per token) or absolute embedding units")
+    p.add_argument("--site", default="embedding_output", choices=("embedding_output", "word_embeddings"),
+                   help="where δ is added (default: where ALUM perturbs)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=None)
     p.add_argument("--doc-stride", dest="doc_stride", type=int, default=128)

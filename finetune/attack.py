@@ -1,10 +1,16 @@
 """``python -m finetune attack``: accuracy (or SQuAD F1) under an embedding-space PGD attack.
 
-The attacker adds δ to the embeddings (``--site``: the word embeddings by default, or the embedding
-layer's output where ALUM perturbs) and runs projected gradient ascent on the *task loss* against the gold
-labels (Madry et al. 2018): δ₀ = 0, δ ← Π_ε(δ + η·sign(∇δ L)) for ℓ∞ (per-token ℓ2 steps for ``l2``),
-η = 2.5·ε/steps by default. The encoder is run from the perturbed embeddings by ``pretrain.model``'s
-``embed``/``encode_from`` (the same path ALUM uses) and the model's own task head.
+The attacker adds δ to the embeddings and runs projected gradient ascent on the *task loss* against the gold
+labels (Madry et al. 2018): δ₀ = 0, δ ← Π_ε(δ + η·d) with d the per-token normalised gradient (ℓ2) or its sign
+(ℓ∞), η = 2.5·ε/steps by default. By default it attacks where and in the units the default ALUM perturbation
+trains (``pretrain.alum.AlumConfig``): at the embedding layer's output, a per-token ℓ2 ball whose radius ε is a
+fraction of each token's embedding norm (``--units relative``: ‖δ_t‖ ≤ ε·‖x_t‖), so an attack ε and a training
+ε mean the same thing. ``--site word_embeddings --norm linf --units absolute`` is the earlier raw ℓ∞ attack. The
+encoder is run from the perturbed embeddings by ``pretrain.model``'s ``embed``/``encode_from`` (the same path
+ALUM uses) and the model's own task head.
+
+Each row also reports the attack success rate: the share of the examples predicted correctly without attack
+that the attack at that ε (or a smaller one of the sweep) flips.
 
 An example counts as broken at ε if any iterate of the ε run — or of a run at a smaller ε of the same
 sweep — changes its prediction: all of those δ lie inside the ε-ball, so the reported accuracy is that
@@ -25,11 +31,12 @@ from data_tools.errors import UserError
 from finetune.modeling import encode, load_task_model, task_loss
 
 
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def _project(delta: torch.Tensor, radius, norm: str) -> torch.Tensor:
+    # radius: a float, or a per-token [B, T, 1] tensor (relative units).
     if norm == "linf":
-        return delta.clamp(-eps, eps)
+        return torch.clamp(delta, -radius, radius)
     norms = delta.norm(dim=-1, keepdim=True)
-    return delta * torch.clamp(eps / (norms + 1e-12), max=1.0)
+    return delta * torch.clamp(radius / (norms + 1e-12), max=1.0)
 
 
 def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -38,7 +45,8 @@ def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad / (grad.norm(dim=-1, keepdim=True) + 1e-12)
 
 
-def pgd_iterates(model, batch: dict, eps: float, steps: int, step_size: float, site: str, norm: str):
+def pgd_iterates(model, batch: dict, eps: float, steps: int, step_size: float, site: str, norm: str,
+                 units: str = "absolute"):
     """Yield the task logits at δ = 0 and after each PGD step inside the ε-ball.
 
     Args:
@@ -49,6 +57,7 @@ def pgd_iterates(model, batch: dict, eps: float, steps: int, step_size: float, s
         step_size: η.
         site: "word_embeddings" or "embedding_output".
         norm: "linf" or "l2" (per token).
+        units: "absolute" or "relative" (ε and η are fractions of each token's embedding ℓ2 norm; l2 only).
     Yields:
         Detached logits, first clean, then one per step.
     """
@@ -56,6 +65,7 @@ def pgd_iterates(model, batch: dict, eps: float, steps: int, step_size: float, s
     embeds = embeds.detach()
     mask = batch["attention_mask"].unsqueeze(-1).to(embeds.dtype)  # padding is never perturbed
     delta = torch.zeros_like(embeds)
+    unit = embeds.norm(dim=-1, keepdim=True) if units == "relative" else 1.0
     with torch.no_grad():
         yield forward_fn(embeds)
     if eps <= 0:
@@ -64,37 +74,48 @@ def pgd_iterates(model, batch: dict, eps: float, steps: int, step_size: float, s
         delta.requires_grad_(True)
         loss = task_loss(model, forward_fn(embeds + delta), batch)
         (grad,) = torch.autograd.grad(loss, delta)
-        delta = _project(delta.detach() + step_size * _step(grad, norm), eps, norm) * mask
+        moved = delta.detach() + step_size * unit * _step(grad, norm)
+        delta = _project(moved, eps * unit, norm) * mask
         with torch.no_grad():
             yield forward_fn(embeds + delta)
 
 
 def attack_classify(model, enc: dict, eps_list: list[float], steps: int, step_size: float | None, site: str,
-                    norm: str, batch_size: int, pad_id: int) -> list[dict]:
-    """Accuracy at each ε of a sweep (sorted ascending). Returns one dict per ε."""
+                    norm: str, batch_size: int, pad_id: int, units: str = "absolute") -> list[dict]:
+    """Accuracy and attack success rate at each ε of a sweep (sorted ascending). Returns one dict per ε.
+
+    ``success_rate``: of the examples predicted correctly at δ = 0, the share that an attack at this ε or a
+    smaller one of the sweep flipped (None when no example is right without attack).
+    """
     from finetune.classify import batches
 
     golds = torch.tensor(enc["labels"])
     broken = torch.zeros(len(golds), dtype=torch.bool)
+    clean_ok = torch.zeros(len(golds), dtype=torch.bool)
     results = []
     bar = tqdm(total=len(eps_list) * len(golds), desc="attack", unit="ex", dynamic_ncols=True)
-    for eps in eps_list:
+    for i, eps in enumerate(eps_list):
         eta = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
         bar.set_postfix(eps=eps)
         row = 0
         for batch in batches(enc, batch_size, pad_id, regression=False):
             n = len(batch["labels"])
-            for logits in pgd_iterates(model, batch, eps, steps, eta, site, norm):
-                broken[row: row + n] |= logits.argmax(-1) != batch["labels"]
+            for j, logits in enumerate(pgd_iterates(model, batch, eps, steps, eta, site, norm, units)):
+                wrong = logits.argmax(-1) != batch["labels"]
+                if i == 0 and j == 0:  # the first iterate is δ = 0: the clean prediction
+                    clean_ok[row: row + n] = ~wrong
+                broken[row: row + n] |= wrong
             row += n
             bar.update(n)
-        results.append({"eps": eps, "accuracy": int((~broken).sum()) / len(golds), "examples": len(golds)})
+        right = int(clean_ok.sum())
+        results.append({"eps": eps, "accuracy": int((~broken).sum()) / len(golds), "examples": len(golds),
+                        "success_rate": int((clean_ok & broken).sum()) / right if right else None})
     bar.close()
     return results
 
 
 def attack_qa(model, examples, features: dict, v2: bool, eps_list: list[float], steps: int,
-              step_size: float | None, site: str, norm: str, batch_size: int) -> list[dict]:
+              step_size: float | None, site: str, norm: str, batch_size: int, units: str = "absolute") -> list[dict]:
     """SQuAD EM/F1 at each ε of a sweep: per question, the worst over the ε values tried so far."""
     from finetune.qa import feature_batches
     from finetune.squad_data import extract_answers
@@ -111,7 +132,7 @@ def attack_qa(model, examples, features: dict, v2: bool, eps_list: list[float], 
         row = 0
         for batch in feature_batches(features, batch_size):
             # The final iterate's logits (the task loss' ascent direction) are scored.
-            for logits in pgd_iterates(model, batch, eps, steps, eta, site, norm):
+            for logits in pgd_iterates(model, batch, eps, steps, eta, site, norm, units):
                 last = logits
             b, t, _ = last.shape
             starts[row: row + b, :t] = last[..., 0].float().numpy()
@@ -129,7 +150,7 @@ def attack_qa(model, examples, features: dict, v2: bool, eps_list: list[float], 
 
 
 def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, step_size: float | None = None,
-               site: str = "word_embeddings", norm: str = "linf", batch_size: int = 32,
+               site: str = "embedding_output", norm: str = "l2", units: str = "relative", batch_size: int = 32,
                max_seq_len: int | None = None, seed: int = 0, output: str | None = None, doc_stride: int = 128,
                task: str | None = None, text_a: str | None = None, text_b: str | None = None,
                label_column: str | None = None, threads: int | None = None) -> dict:
@@ -139,7 +160,8 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         model_dir: a fine-tuned HF directory (``RUN/best``), whose config holds the label names.
         data: a .tsv/.csv/.jsonl table or a SQuAD .json file.
         eps: the ε values (any order; reported ascending).
-        steps, step_size, site, norm: PGD settings (see the module docstring).
+        steps, step_size, site, norm, units: PGD settings (see the module docstring); the defaults are the
+            default ALUM perturbation's site and units.
         batch_size: examples per attack batch.
         max_seq_len: truncation (default: 128 for tables, 384 for SQuAD).
         seed: torch seed (the attack itself is deterministic; kept for dropout-free reproducibility).
@@ -153,6 +175,8 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         raise UserError(f"--eps: got {eps}, expected values >= 0")
     if steps < 0:
         raise UserError(f"--steps: got {steps}, expected an integer >= 0")
+    if units == "relative" and norm != "l2":
+        raise UserError(f"--units relative: needs --norm l2 (got --norm {norm}); use --units absolute for linf")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -165,7 +189,8 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         model, tok = load_task_model(model_dir, "qa")
         model.eval()
         features = tokenize_features(examples, tok, max_seq_len or 384, doc_stride, train=True)
-        results = attack_qa(model, examples, features, v2, eps_list, steps, step_size, site, norm, batch_size)
+        results = attack_qa(model, examples, features, v2, eps_list, steps, step_size, site, norm, batch_size,
+                            units)
         metric = "f1"
     else:
         from finetune.classify import encode_examples
@@ -178,10 +203,10 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
         enc = encode_examples(tok, ex, max_seq_len or 128, {lab: i for i, lab in enumerate(labels)})
         model.eval()
         results = attack_classify(model, enc, eps_list, steps, step_size, site, norm, batch_size,
-                                  tok.pad_token_id)
+                                  tok.pad_token_id, units)
         metric = "accuracy"
     out = {"metric": metric, "model": str(model_dir), "data": str(data), "steps": steps, "site": site,
-           "norm": norm, "step_size": step_size, "results": results}
+           "norm": norm, "units": units, "step_size": step_size, "results": results}
     if output:
         write_json(output, out)
     return out

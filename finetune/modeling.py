@@ -167,29 +167,36 @@ def encode(model, batch: dict, site: str) -> tuple[torch.Tensor, callable]:
     return embeds, forward_fn
 
 
-def train_loss(model, batch: dict, alum=None, generator: torch.Generator | None = None) -> dict:
-    """One training forward: the task loss, plus ``alum.alpha`` times ALUM's adversarial term.
+def train_loss(model, batch: dict, alum=None, generator: torch.Generator | None = None, scaler=None,
+               measure_gain: bool = False) -> dict:
+    """One training forward: ``pretrain.alum.regularized_loss`` of the task loss (the one ALUM objective).
 
     Args:
         model: a HF task model (train mode).
         batch: tensors incl. ``labels`` or ``start_positions``/``end_positions``.
         alum: a ``pretrain.alum.AlumConfig`` or None (plain fine-tuning: HF's own forward).
-        generator: RNG for the perturbation's init.
+        generator: RNG for the perturbation's init and the gain probe.
+        scaler: ``pretrain.loss_scale.AscentScaler`` for the ascent gradient (float16); None: unscaled.
+        measure_gain: also measure the ascent gain this step (one extra no-grad forward).
     Returns:
-        ``{"loss", "task_loss", "adv_loss", "overflow"}`` (``loss`` carries the graph).
+        ``{"loss", "task_loss", "adv_loss", "overflow", "regularized"}`` (``loss`` carries the graph;
+        ``regularized`` is the ``pretrain.alum.Regularized``, None for plain training).
     """
-    if alum is None or not alum.enabled:
+    if alum is None or not alum.active:
         out = model(**batch)
-        return {"loss": out.loss, "task_loss": out.loss.detach(), "adv_loss": None, "overflow": False}
-    from pretrain.alum import adversarial_loss
+        return {"loss": out.loss, "task_loss": out.loss.detach(), "adv_loss": None, "overflow": False,
+                "regularized": None}
+    from pretrain.alum import DropoutReplay, regularized_loss
 
     if model.config.num_labels == 1 and not hasattr(model, "qa_outputs"):
         raise UserError("--alum: regression (num_labels=1) has no output distribution for l_sym; "
                         "expected a classification or QA task")
     embeds, forward_fn = encode(model, batch, alum.site)
+    # Perturbed forwards replay the clean forward's dropout masks (alum.same_dropout): δ is the only difference.
+    replay = DropoutReplay(embeds.device, alum.same_dropout)
     logits = forward_fn(embeds)
-    loss = task_loss(model, logits, batch)
-    adv = adversarial_loss(embeds, compare_logits(logits), lambda e: compare_logits(forward_fn(e)), alum,
-                           generator=generator)
-    return {"loss": loss + alum.alpha * adv.loss, "task_loss": loss.detach(), "adv_loss": adv.loss.detach(),
-            "overflow": adv.overflow}
+    reg = regularized_loss(task_loss(model, logits, batch), embeds, compare_logits(logits),
+                           lambda e: compare_logits(forward_fn(e)), alum, scaler=scaler, generator=generator,
+                           token_mask=batch["attention_mask"], measure_gain=measure_gain, replay=replay)
+    return {"loss": reg.loss, "task_loss": reg.task_loss.detach(), "adv_loss": reg.adv_loss.detach(),
+            "overflow": reg.adv.overflow, "regularized": reg}

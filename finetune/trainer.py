@@ -8,7 +8,9 @@ accepted; the rank's share of each epoch is every ``world``-th batch).
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ import torch
 from data_tools.atomic import atomic_dir, write_json
 from data_tools.errors import UserError
 from finetune.modeling import train_loss
+from pretrain.alum import AlumStats
+from pretrain.loss_scale import AscentScaler
 
 
 def save_hf_dir(model, tokenizer, out_dir: Path) -> None:
@@ -106,6 +110,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
 
     loop = _Loop(model, tokenizer, opts, steps_per_epoch, evaluate, metric, Path(out_dir))
     alum = opts.alum.build()
+    loop.use_alum(alum)
     gen = torch.Generator().manual_seed(opts.seed + 7919 * loop.rank)
     bar = tqdm(total=loop.total_steps, desc="finetune", disable=loop.rank != 0, dynamic_ncols=True)
     epoch = 0
@@ -159,6 +164,14 @@ class _Loop:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.step = self.samples = 0
+        self.alum = None
+        self.alum_stats = AlumStats(None)
+        # One owner of the ascent's loss scale, as in pre-training: seeded once from DeepSpeed's fp16 scale.
+        self.ascent_scaler = AscentScaler()
+        self._interval = {"loss": 0.0, "task_loss": 0.0, "adv_loss": 0.0, "n": 0}
+        if self.rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "metrics.jsonl").write_text("")  # per-interval training rows of this run
         # Wall clock of the training loop (batching, forward/backward, optimizer, logging) without the time
         # spent evaluating and saving checkpoints: what a samples/s figure should mean.
         self.start = time.perf_counter()
@@ -167,9 +180,21 @@ class _Loop:
     def train_seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused
 
+    def use_alum(self, alum) -> None:
+        """Set the ALUM options (None: plain) for the diagnostics and the gain schedule."""
+        self.alum = alum
+        self.alum_stats = AlumStats(alum)
+
     def train_step(self, batch: dict, alum, gen: torch.Generator) -> dict:
         self.module.train()
-        out = train_loss(self.module, batch, alum, generator=gen)
+        if self.engine is not None:
+            from pretrain.engine import sync_ascent_scale
+
+            sync_ascent_scale(self.engine, self)
+        measure = alum is not None and bool(alum.gain_interval) and self.step % alum.gain_interval == 0
+        out = train_loss(self.module, batch, alum, generator=gen, scaler=self.ascent_scaler, measure_gain=measure)
+        if out["regularized"] is not None:
+            self.alum_stats.add(out["regularized"])
         if self.engine is not None:
             self.engine.backward(out["loss"])
             self.engine.step()
@@ -185,15 +210,35 @@ class _Loop:
         loss = float(out["loss"].detach())
         if not math.isfinite(loss):
             raise UserError(f"step {self.step}: loss is {loss}; lower --lr or check the data")
-        if self.writer is not None and (self.step % self.opts.log_every == 0 or self.step == 1):
-            w = self.writer
-            w.add_scalar("train/loss", loss, self.step)
-            w.add_scalar("train/task_loss", float(out["task_loss"]), self.step)
-            if out["adv_loss"] is not None:
-                w.add_scalar("train/adv_loss", float(out["adv_loss"]), self.step)
-            w.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-            w.add_scalar("train/samples_per_second", self.samples / max(self.train_seconds(), 1e-9), self.step)
-        return {**out, "loss": loss}  # a float: the graph is freed before the next step
+        acc = self._interval
+        acc["loss"] += loss
+        acc["task_loss"] += float(out["task_loss"])
+        acc["adv_loss"] += float(out["adv_loss"]) if out["adv_loss"] is not None else 0.0
+        acc["n"] += 1
+        if self.step % self.opts.log_every == 0 or self.step == 1:
+            self._log_interval()
+        return {**out, "loss": loss, "regularized": None}  # floats: the graph is freed before the next step
+
+    def _log_interval(self) -> None:
+        """One metrics.jsonl row and TensorBoard scalars (rank 0): interval means, ALUM diagnostics."""
+        acc, n = self._interval, max(self._interval["n"], 1)
+        row = {"step": self.step, "loss": acc["loss"] / n, "task_loss": acc["task_loss"] / n,
+               "adv_loss": acc["adv_loss"] / n, "lr": self.scheduler.get_last_lr()[0],
+               "samples_per_second": self.samples / max(self.train_seconds(), 1e-9)}
+        if self.alum is not None and self.alum.active:
+            row.update(self.alum_stats.row())
+        self._interval = {"loss": 0.0, "task_loss": 0.0, "adv_loss": 0.0, "n": 0}
+        if self.writer is None:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if key == "step" or value is None:
+                continue
+            self.writer.add_scalar(f"{'alum' if key in AlumStats.KEYS else 'train'}/{key}", value, self.step)
+        warning = self.alum_stats.warning()
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
 
     def evaluate_and_keep_best(self) -> dict:
         t0 = time.perf_counter()

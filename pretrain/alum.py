@@ -1,67 +1,78 @@
 """ALUM: adversarial training in embedding space (Liu et al. 2020, "Adversarial Training for Large Neural
 Language Models", arXiv:2004.08994), as small pure functions.
 
-The objective, to hold against the code below::
+The objective, to hold against :func:`regularized_loss`::
 
-    min_θ  E[ L(f(x;θ), y) + α · max_{‖δ‖≤ε} l_sym(f(x+δ;θ), f(x;θ)) ]
+    min_θ  E[ L(f(x;θ), y) + α · max_{δ ∈ B_ε} l_sym(f(x+δ;θ), f(x;θ)) ]
     l_sym(p, q) = KL(p‖q) + KL(q‖p)
 
-Algorithm 1 of the paper: δ ~ N(0, σ²I); K times: g = ∇_δ l(f(x), f(x+δ)); δ ← Π(δ + η·g/‖g‖); then the
-parameter gradient is ∇_θ L + α·∇_θ l_sym(f(x), f(x+δ)) (``adversarial_loss`` returns the second term; the
-caller adds ``alpha * loss`` to its task loss and runs ONE backward).
-
+The inner max is approximated as in the paper's Algorithm 1: δ drawn small and random, K steps
+``δ ← Π(δ + η·g/‖g‖)`` with ``g = ∇_δ l(f(x), f(x+δ))``, then ONE backward of ``L + α·l_sym`` at the final δ.
 Nothing here knows about MLM: the caller passes the clean logits of whatever it compares (MLM logits at the
-masked positions, class logits, start/end logits) and ``forward_fn(perturbed_embeds) -> logits`` that maps
-perturbed embeddings to the same logits. Fine-tuning reuses these functions unchanged.
+masked positions, class logits, start/end logits) and ``forward_fn(perturbed_embeds) -> logits``; pre-training
+(``pretrain.objective``) and fine-tuning (``finetune.modeling``) call :func:`regularized_loss` unchanged.
 
-Where each default of :class:`AlumConfig` comes from. "Paper" is the arXiv paper; "authors' code" is
-namisan/mt-dnn branch v0.2, ``alum/adv_masked_lm.py`` + ``alum/adv_masked_lm_task.py`` + ``alum/alum_train.sh``
-(a fairseq plugin), and ``mt_dnn/perturbation.py`` (the same authors' SMART/ALUM fine-tuning code):
+Named variants (``AlumConfig.from_variant``; each field below can still be overridden):
 
-- ``alpha=10``: paper (pre-training) and ``alum_train.sh`` (``--adv_alpha 10``). Use 1 for fine-tuning.
-- ``steps=1`` (K): paper and authors' code (a single ascent step is hard-coded there).
-- ``init_std=1e-5`` (σ): authors' ``--noise_var 1e-5``, used as a standard deviation
-  (``normal_(0, 1) * noise_var``); the paper calls it a variance.
-- ``step_size=1e-3`` (η): authors' ``--adv_step_size 1e-3``, paper.
-- ``eps=1e-5`` (ε): the radius of the ball for ``norm="linf"``/``"l2"`` (paper's Algorithm 1). The default
-  ``norm="token_linf"`` has no radius: it normalises each token's δ to ℓ∞ ≈ 1 (authors' code).
-- ``norm="token_linf"``: authors' code: after the step ``δ ← (δ + η·g) / (max_token |δ + η·g| + 1e-6)``,
-  per token over the hidden dimension (``--project_norm_type inf``, ``--noise_gamma 1e-6``). The ALUM
-  plugin applies this to ``embedding + η·g``; we follow ``mt_dnn/perturbation.py``, which applies it to δ,
-  as the issue states. ``"linf"`` is Algorithm 1: ``δ ← clip_ε(δ + η·g/‖g‖∞)``; ``"l2"`` the same with
-  ℓ2 (both norms per token, so a single large token does not shrink every other token's step).
-- ``ascent_loss="kl"``: authors' code computes the ascent gradient from
-  ``F.kl_div(log_softmax(adv), softmax(clean))`` = KL(p_clean ‖ p_adv), not from l_sym. ``"sym"`` uses
-  l_sym as Algorithm 1 does. The final loss is l_sym in both.
-- ``site="embedding_output"``: authors' code perturbs ``inner_states[0]``, the embedding layer's output
-  (word + position + type embeddings, LayerNorm, dropout). ``"word_embeddings"`` perturbs the word
-  embeddings before position/type are added (FreeLB style).
-- ``masked_only=True``: authors' code compares MLM outputs at the masked positions only (the head is only
-  run there). With ``False`` every non-padding position is compared. The choice is the caller's: it
-  decides which logits ``forward_fn`` returns; the flag is carried here so that one config drives it.
-- ``drop_nonfinite=True``: authors' code drops the adversarial term for a batch whose ascent gradient has
-  a NaN/inf norm. With ``False`` the ascent step is skipped (δ keeps its init) and the adversarial loss is
-  still computed at that δ.
+- ``default``: normalised ascent (per-token ℓ2 direction ``g/‖g‖``) and projection onto a per-token ℓ2 ball of
+  radius ``eps`` RELATIVE to the token's own embedding norm (``units="relative"``: ‖δ_t‖ ≤ ε·‖x_t‖). δ, σ and η are
+  in the same unit. Its ε, η, σ, K were chosen by ``benchmarks/alum_sweep.py`` on the demo corpus (README, "ALUM").
+- ``paper``: Algorithm 1 with the paper's settings: ℓ∞ ball of absolute radius ε = 1e-5, η = 1e-3, σ = 1e-5, K = 1,
+  ascent on l_sym (arXiv:2004.08994: Algorithm 1 and the pre-training settings of its experiments). At that
+  radius the term is negligible next to the MLM loss (measured share < 1e-3, README).
+- ``authors``: the released fairseq plugin, namisan/mt-dnn branch v0.2 @ a1b63fbb, ``alum/adv_masked_lm.py``
+  (``AdvMaskedLmLoss.forward``): δ ~ N(0,1)·``noise_var`` (1e-5), ONE step ``noise = noise + delta_grad *
+  adv_step_size`` on the raw gradient of ``KL(adv_logits, logits.detach())`` (one-sided, "batchmean"), then
+  ``noise = adv_project(noise)``, which divides δ by its per-token max (+``noise_gamma`` 1e-6): ℓ∞ = 1 per token
+  whatever the gradient (σ·randn ≫ η·g), so it reduces to scaled random noise (measured gain ≈ 1, README).
+  The adversarial forwards start from ``embed.data.detach() + noise``, so no gradient reaches the embedding layer
+  through that branch (``embed_grad=False``). Defaults from ``alum/adv_masked_lm_task.py`` (same commit):
+  ``--adv_step_size 1e-3``, ``--noise_var 1e-5``, ``--noise_gamma 1e-6``, ``--project_norm_type inf``; α = 10 from
+  ``alum/alum_train.sh`` (``--adv_alpha 10``). That script never passes ``--adv_opt`` (default 0 in
+  ``adv_masked_lm_task.py``), so the adversarial branch never runs as released, and enabling it fails:
+  ``alum/adv_model/model.py`` calls ``self.embed_forward(embed, padding_mask, player)`` (3 arguments) but defines
+  ``embed_forward(self, embed, padding_mask)``. The authors' values are thus those of code never run as released.
+- ``noise``: the control every ALUM claim needs (Aghajanyan et al. 2020, "Better Fine-Tuning by Reducing
+  Representational Collapse", R3F, arXiv:2008.03156): δ random, on the sphere of the SAME per-token radius as
+  ``default`` (ε·‖x_t‖), no ascent (K = 0). Its gain is 1 by construction.
 
-Deliberate departure: in the final l_sym the authors detach the "target" side of each KL term
-(``KL(adv, clean.detach()) + KL(clean, adv.detach())``). We keep the paper's objective: the gradient of
-l_sym flows through both the clean and the adversarial outputs.
+Choices stated explicitly (fields of :class:`AlumConfig`):
 
-Precision: in float16 an embedding-output entry of magnitude ~1 has an ulp of ~1e-3, so most of a δ drawn
-with σ = 1e-5 rounds away in ``x + δ`` (as in the authors' ``--fp16`` runs); the ascent gradient then mostly
-comes from the entries near 0 and from dropout. The δ-gradient itself underflows unless the ascent loss is
-scaled (``pretrain.loss_scale.AscentScaler``; tested on CPU with float16 weights and with CPU autocast).
+- ``embed_grad``: whether the parameter gradient of l_sym flows into the embedding layer through x + δ
+  (True: the paper's objective, ∇_θ of l_sym(f(x+δ;θ), f(x;θ)) with x = embed(θ)); the authors detach it (False).
+- ``ascent_loss``: "sym" ascends l_sym (Algorithm 1); "kl" ascends KL(p_clean‖p_adv) (authors' plugin). The final
+  term is l_sym either way. Both share their Hessian at δ = 0, so the first step's direction is nearly the same.
+- ``same_dropout``: every perturbed forward of one step (the ascent's, the final one, the gain probe) replays the
+  dropout masks of the CLEAN forward (the caller captures the RNG state just before it: :class:`DropoutReplay`),
+  so δ is the only thing that differs between f(x) and f(x+δ): l_sym is the paper's divergence of one function,
+  ε = 0 gives exactly 0 in training mode too, and the ascent optimises the very function the final term
+  evaluates. The authors draw fresh masks per forward (``False``); l_sym then mostly measures the dropout
+  difference (at ε = 1e-5 all of it), and so does its ascent gradient.
+- Detached target sides: the authors detach the target of each KL in the final term
+  (``KL(adv, clean.detach()) + KL(clean, adv.detach())``, ``adv_masked_lm.py``). We keep the paper's objective:
+  l_sym's gradient flows through both the clean and the adversarial outputs.
+- ``drop_nonfinite``: the authors skip the adversarial term for a batch whose ascent-gradient norm is NaN/inf.
+- SMART fine-tuning (namisan/mt-dnn v0.2 @ a1b63fbb, ``mt_dnn/perturbation.py`` with ``train.py``'s
+  ``--adv_step_size 1e-5``, ``--adv_noise_var 1e-5``, ``--adv_epsilon 1e-6``) uses η = 1e-5, not 1e-3, and its
+  ``SmartPerturbation.forward`` asserts a Classification/Ranking/Regression task (no span QA); it is not a variant.
 
-Reductions: l_sym and the ascent KL sum over the last (class) axis and average over rows (positions or
-examples), so ``alpha`` weighs a per-token quantity against the per-token MLM cross-entropy, as the authors'
-sum/sum normalisation does.
+Diagnostics (:class:`AdvResult`): ``delta_ratio`` = mean over real tokens of ‖δ_t‖/‖x_t‖; ``delta_cos_init`` =
+mean cos(δ_final, δ_init) per token; ``ascent_gain`` = l_sym at the final δ over l_sym at a random δ with the same
+per-token norms (same dropout masks), measured when asked (every ``gain_interval`` steps, one extra no-grad
+forward). A gain near 1 means the "adversarial" term is noise injection.
+
+Reductions: l_sym and the ascent KL sum over the class axis and average over rows (positions or examples), so
+``alpha`` weighs a per-token quantity against a per-token cross-entropy.
+
+Precision: the ascent loss is scaled by ``pretrain.loss_scale.AscentScaler`` before ``autograd.grad`` so that a
+float16 δ-gradient does not underflow; softmax/KL run in float32.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -69,68 +80,133 @@ import torch.nn.functional as F
 
 from pretrain.loss_scale import AscentScaler
 
-Norm = Literal["token_linf", "linf", "l2"]
+Norm = Literal["l2", "linf", "token_linf"]
+Units = Literal["relative", "absolute"]
 AscentLoss = Literal["kl", "sym"]
 Site = Literal["embedding_output", "word_embeddings"]
+Init = Literal["gaussian", "sphere"]
 
-NORMS = ("token_linf", "linf", "l2")
+NORMS = ("l2", "linf", "token_linf")
+UNITS = ("relative", "absolute")
 ASCENT_LOSSES = ("kl", "sym")
 SITES = ("embedding_output", "word_embeddings")
+INITS = ("gaussian", "sphere")
+VARIANTS = ("default", "paper", "authors", "noise")
 
-# Added to the per-token max before dividing (authors' --noise_gamma / adv_epsilon).
+# Added to the per-token max before dividing (authors' --noise_gamma).
 _NORM_TINY = 1e-6
+# A run warns when the mean measured gain stays below this after _GAIN_WARN_AFTER measurements.
+GAIN_WARN_BELOW = 2.0
+_GAIN_WARN_AFTER = 3
+
+# The perturbation each variant names (α, site, masked_only, ... are not part of a variant). The default's
+# ε, η, σ, K come from benchmarks/alum_sweep.py (README "ALUM": the sweep table).
+_DEFAULT = dict(steps=1, init_std=1e-3, step_size=0.1, eps=0.1, norm="l2", units="relative", ascent_loss="sym",
+                init="gaussian", embed_grad=True, same_dropout=True)
+VARIANT_VALUES: dict[str, dict] = {
+    "default": _DEFAULT,
+    "paper": dict(steps=1, init_std=1e-5, step_size=1e-3, eps=1e-5, norm="linf", units="absolute",
+                  ascent_loss="sym", init="gaussian", embed_grad=True, same_dropout=True),
+    "authors": dict(steps=1, init_std=1e-5, step_size=1e-3, eps=1e-5, norm="token_linf", units="absolute",
+                    ascent_loss="kl", init="gaussian", embed_grad=False, same_dropout=False),
+    "noise": {**_DEFAULT, "steps": 0, "init": "sphere"},
+}
 
 
 @dataclass(frozen=True)
 class AlumConfig:
-    """Options of the ALUM perturbation; see the module docstring for where each default comes from."""
+    """Options of the ALUM perturbation. Field defaults are the ``default`` variant's; see the module docstring.
 
+    Build a named variant with :meth:`from_variant`; ``variant`` itself only records the name.
+    """
+
+    variant: str = "default"
+    """Name of the variant these values started from (default, paper, authors, noise)."""
     enabled: bool = True
-    """Add the adversarial term at all. ``False`` (or ``alpha == 0``) gives plain MLM training."""
+    """Add the adversarial term at all. ``False`` (or ``alpha == 0``) gives plain training, bit for bit."""
     alpha: float = 10.0
-    """α, weight of the adversarial loss (10 for pre-training, 1 for fine-tuning)."""
-    steps: int = 1
-    """K, number of ascent steps on δ. 0: δ stays at its random init."""
-    init_std: float = 1e-5
-    """σ, standard deviation of δ's Gaussian init."""
-    step_size: float = 1e-3
-    """η, ascent step size."""
-    eps: float = 1e-5
-    """ε, radius of the ball δ is projected onto (``norm`` "linf" or "l2" only)."""
-    norm: Norm = "token_linf"
-    """"token_linf" (authors' per-token normalisation), "linf" or "l2" (projection onto the ε-ball)."""
-    ascent_loss: AscentLoss = "kl"
-    """Loss whose δ-gradient drives the ascent: "kl" = KL(clean‖adv) (authors), "sym" = l_sym (paper)."""
+    """α, weight of the adversarial loss (10 for pre-training in the paper, 1 for fine-tuning)."""
+    steps: int = _DEFAULT["steps"]
+    """K, number of ascent steps on δ. 0: δ stays at its random init (the ``noise`` control)."""
+    init_std: float = _DEFAULT["init_std"]
+    """σ: δ's init is N(0, σ²) per coordinate (absolute units) or has per-token norm ≈ σ·‖x_t‖ (relative)."""
+    step_size: float = _DEFAULT["step_size"]
+    """η: length of each ascent step along the normalised gradient (in ``units``); unused by ``token_linf``."""
+    eps: float = _DEFAULT["eps"]
+    """ε: per-token radius of the ball δ is projected onto (in ``units``); for ``init="sphere"`` δ's norm."""
+    norm: Norm = _DEFAULT["norm"]
+    """"l2" or "linf": per-token ball and matching normalised direction; "token_linf": authors' δ normalisation."""
+    units: Units = _DEFAULT["units"]
+    """"relative": σ, η, ε are fractions of each token's ‖x_t‖ (needs norm "l2"); "absolute": raw embedding units."""
+    ascent_loss: AscentLoss = _DEFAULT["ascent_loss"]
+    """Loss whose δ-gradient drives the ascent: "sym" = l_sym (paper), "kl" = KL(clean‖adv) (authors)."""
+    init: Init = _DEFAULT["init"]
+    """"gaussian" (Algorithm 1) or "sphere" (random direction with per-token norm exactly ε; the noise control)."""
+    embed_grad: bool = _DEFAULT["embed_grad"]
+    """Let l_sym's gradient reach the embedding layer through x + δ (paper) or not (authors: detached)."""
+    same_dropout: bool = _DEFAULT["same_dropout"]
+    """Replay one set of dropout masks in every perturbed forward of a step (False: fresh masks, as the authors)."""
     site: Site = "embedding_output"
-    """Where δ is added: "embedding_output" (authors) or "word_embeddings" (FreeLB style)."""
+    """Where δ is added: "embedding_output" (authors' ``inner_states[0]``) or "word_embeddings" (FreeLB style)."""
     masked_only: bool = True
     """MLM: compare outputs at masked positions only (authors) instead of every non-padding position."""
     drop_nonfinite: bool = True
     """On a NaN/inf ascent gradient drop the adversarial term for the step (authors)."""
+    gain_interval: int = 10
+    """Measure the ascent gain every this many ALUM steps (one extra no-grad forward); 0: never."""
 
     def __post_init__(self) -> None:
-        def bad(field: str, value: object, expected: str) -> ValueError:
-            return ValueError(f"alum.{field}: got {value!r}, expected {expected}")
+        def bad(name: str, value: object, expected: str) -> ValueError:
+            return ValueError(f"alum.{name}: got {value!r}, expected {expected}")
 
+        if self.variant not in VARIANTS:
+            raise bad("variant", self.variant, f"one of {', '.join(VARIANTS)}")
         if self.alpha < 0 or not math.isfinite(self.alpha):
             raise bad("alpha", self.alpha, "a finite number >= 0")
-        if not isinstance(self.steps, int) or self.steps < 0:
-            raise bad("steps", self.steps, "an integer >= 0")
+        for name in ("steps", "gain_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(name, value, "an integer >= 0")
         for name in ("init_std", "step_size", "eps"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise bad(name, value, "a finite number >= 0")
-        if self.norm not in NORMS:
-            raise bad("norm", self.norm, f"one of {', '.join(NORMS)}")
-        if self.ascent_loss not in ASCENT_LOSSES:
-            raise bad("ascent_loss", self.ascent_loss, f"one of {', '.join(ASCENT_LOSSES)}")
-        if self.site not in SITES:
-            raise bad("site", self.site, f"one of {', '.join(SITES)}")
+        for name, allowed in (("norm", NORMS), ("units", UNITS), ("ascent_loss", ASCENT_LOSSES),
+                              ("site", SITES), ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, getattr(self, name), f"one of {', '.join(allowed)}")
+        if self.units == "relative" and self.norm != "l2":
+            raise bad("units", self.units, f"'absolute' with alum.norm={self.norm!r} (relative units need 'l2')")
+
+    @classmethod
+    def from_variant(cls, name: str = "default", **overrides) -> AlumConfig:
+        """The named variant's values, then ``overrides`` (any field), e.g. ``from_variant("paper", alpha=1)``."""
+        if name not in VARIANTS:
+            raise ValueError(f"alum.variant: got {name!r}, expected one of {', '.join(VARIANTS)}")
+        return cls(**{**VARIANT_VALUES[name], "variant": name, **overrides})
 
     @property
     def active(self) -> bool:
         """True when the adversarial term contributes to the loss."""
         return self.enabled and self.alpha > 0
+
+    def to_dict(self) -> dict:
+        """Every resolved value (what a run's config.json records)."""
+        return asdict(self)
+
+    def with_(self, **changes) -> AlumConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def variant_fields() -> tuple[str, ...]:
+    """Names of the fields a variant sets."""
+    return tuple(VARIANT_VALUES["default"])
+
+
+def config_fields() -> tuple[str, ...]:
+    """Every field of :class:`AlumConfig`."""
+    return tuple(f.name for f in fields(AlumConfig))
 
 
 @dataclass
@@ -142,16 +218,26 @@ class AdvResult:
             clean logits); a detached 0 when the term was dropped.
         delta: the final δ (detached), shape of ``embeds``.
         overflow: True if an ascent gradient was non-finite (step skipped, scale backed off).
+        delta_ratio: mean over real tokens of ‖δ_t‖/‖x_t‖ (0-d float tensor, detached).
+        delta_cos_init: mean over real tokens of cos(δ_final, δ_init) (detached).
+        ascent_gain: l_sym(final δ) / l_sym(random δ of the same per-token norms), or None if not measured.
     """
 
     loss: torch.Tensor
     delta: torch.Tensor
     overflow: bool
+    delta_ratio: torch.Tensor | None = None
+    delta_cos_init: torch.Tensor | None = None
+    ascent_gain: torch.Tensor | None = None
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
     # Softmax/KL in at least float32: half precision cannot resolve the tiny divergences of the ascent.
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _mean_rows(per_row: torch.Tensor) -> torch.Tensor:
+    return per_row.mean() if per_row.numel() else per_row.sum()
 
 
 def sym_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -167,64 +253,120 @@ def sym_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     logp = F.log_softmax(_up(logits_p), dim=-1)
     logq = F.log_softmax(_up(logits_q), dim=-1)
     # KL(p‖q) + KL(q‖p) = Σ (p - q)(log p - log q): one pass instead of two kl_div calls.
-    per_row = ((logp.exp() - logq.exp()) * (logp - logq)).sum(-1)
-    return per_row.mean() if per_row.numel() else per_row.sum()
+    return _mean_rows(((logp.exp() - logq.exp()) * (logp - logq)).sum(-1))
 
 
 def kl(logits_target: torch.Tensor, logits_input: torch.Tensor) -> torch.Tensor:
     """KL(p_target ‖ p_input), summed over classes and averaged over rows, in (at least) float32.
 
-    The authors' ascent loss ``KL(adv_logits, clean_logits)`` is ``kl(clean, adv)`` here.
+    The authors' ascent loss ``KL(adv_logits, logits.detach())`` is ``kl(clean, adv)`` here.
     """
     logt = F.log_softmax(_up(logits_target), dim=-1)
     logi = F.log_softmax(_up(logits_input), dim=-1)
-    per_row = (logt.exp() * (logt - logi)).sum(-1)
-    return per_row.mean() if per_row.numel() else per_row.sum()
+    return _mean_rows((logt.exp() * (logt - logi)).sum(-1))
 
 
-def init_delta(
-    embeds: torch.Tensor, std: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """δ ~ N(0, std²), shaped and typed like ``embeds`` (drawn in float32 so that fp16 does not round it)."""
-    noise = torch.randn(embeds.shape, generator=generator, device=embeds.device, dtype=torch.float32)
-    return (noise * std).to(embeds.dtype)
+def token_scale(embeds: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
+    """Per-token length unit ``[..., 1]`` (detached, at least float32): ‖x_t‖ in relative units, 1 in absolute."""
+    x = _up(embeds.detach())
+    if cfg.units == "absolute":
+        return torch.ones((*x.shape[:-1], 1), dtype=x.dtype, device=x.device)
+    return x.norm(dim=-1, keepdim=True)
+
+
+def init_delta(embeds: torch.Tensor, cfg: AlumConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """δ's init in at least float32 (so that float16 does not round it), shaped like ``embeds``.
+
+    "gaussian": N(0, σ²) per coordinate (absolute) or N(0, σ²/H)·‖x_t‖ (relative: per-token norm ≈ σ·‖x_t‖).
+    "sphere": a uniformly random direction per token with norm exactly ε (in ``cfg.units``).
+    """
+    scale = token_scale(embeds, cfg)
+    noise = torch.randn(embeds.shape, generator=generator, device=embeds.device, dtype=torch.float32).to(scale.dtype)
+    if cfg.init == "sphere":
+        return noise / _safe(noise.norm(dim=-1, keepdim=True)) * cfg.eps * scale
+    if cfg.units == "relative":
+        return noise * (cfg.init_std / math.sqrt(embeds.size(-1))) * scale
+    return noise * cfg.init_std
 
 
 def _safe(norms: torch.Tensor) -> torch.Tensor:
-    # The δ-gradient is tiny (~1e-10 at σ = 1e-5), so an additive guard like 1e-6 would swamp it; only a
-    # token whose gradient is exactly 0 needs protecting (its direction stays 0).
+    # Only a token whose gradient is exactly 0 (padding) needs protecting: its direction stays 0. An additive
+    # guard would swamp the tiny δ-gradients of small inits.
     return torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
-def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
-    """One ascent update of δ along ``grad`` followed by the normalisation/projection of ``cfg.norm``.
+def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+    """One ascent update of δ along ``grad``, then ``cfg.norm``'s projection (or normalisation).
 
     Args:
         delta: current δ, ``[..., H]``.
         grad: ∇_δ of the ascent loss, same shape (unscaled, finite).
         cfg: gives ``norm``, ``step_size`` (η) and ``eps`` (ε).
+        scale: per-token length unit ``[..., 1]`` (:func:`token_scale`); None: 1.
 
     Returns:
-        The new δ (at least float32). Norms are taken per token, over the last axis.
+        The new δ (at least float32). Norms are per token, over the last axis.
     """
     delta, grad = _up(delta), _up(grad)
+    unit = 1.0 if scale is None else scale
     if cfg.norm == "token_linf":
-        # Authors: step along the raw gradient, then rescale each token to ℓ∞ ≈ 1.
+        # Authors (adv_masked_lm.py): step along the raw gradient, then rescale each token to ℓ∞ ≈ 1.
         moved = delta + cfg.step_size * grad
         return moved / (moved.abs().amax(-1, keepdim=True) + _NORM_TINY)
     if cfg.norm == "linf":
         direction = grad / _safe(grad.abs().amax(-1, keepdim=True))
-        return (delta + cfg.step_size * direction).clamp(-cfg.eps, cfg.eps)
+        radius = cfg.eps * unit
+        return torch.clamp(delta + cfg.step_size * unit * direction, -radius, radius)
     direction = grad / _safe(grad.norm(dim=-1, keepdim=True))
-    moved = delta + cfg.step_size * direction
+    moved = delta + cfg.step_size * unit * direction
     norms = moved.norm(dim=-1, keepdim=True)
-    return moved * torch.clamp(cfg.eps / (norms + 1e-12), max=1.0)
+    return moved * torch.clamp(cfg.eps * unit / (norms + 1e-12), max=1.0)
 
 
 def _ascent_objective(clean_logits: torch.Tensor, adv_logits: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
     if cfg.ascent_loss == "kl":
         return kl(clean_logits, adv_logits)
     return sym_kl(adv_logits, clean_logits)
+
+
+class DropoutReplay:
+    """Runs a function with the RNG state captured at construction, leaving the caller's RNG untouched after.
+
+    Capture it just before the clean forward from the perturbation site (``forward_fn(embeds)``) and pass it to
+    :func:`regularized_loss`: every perturbed forward then draws the clean forward's dropout masks
+    (``same_dropout``). Disabled, it just calls the function (fresh masks).
+    """
+
+    def __init__(self, device: torch.device, enabled: bool = True):
+        self.enabled = enabled
+        self.devices = [device] if device.type == "cuda" else []
+        if enabled:
+            self.cpu = torch.get_rng_state()
+            self.cuda = [torch.cuda.get_rng_state(d) for d in self.devices]
+
+    def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return fn(x)
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.cpu)
+            for d, state in zip(self.devices, self.cuda):
+                torch.cuda.set_rng_state(state, d)
+            return fn(x)
+
+
+def _token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # values: [..., 1] per token; mask: [...] 1 for real tokens.
+    values = values.squeeze(-1)
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _same_norm_random(delta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    noise = torch.randn(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
+    return noise / _safe(noise.norm(dim=-1, keepdim=True)) * delta.float().norm(dim=-1, keepdim=True)
 
 
 def adversarial_loss(
@@ -234,6 +376,9 @@ def adversarial_loss(
     cfg: AlumConfig,
     scaler: AscentScaler | None = None,
     generator: torch.Generator | None = None,
+    token_mask: torch.Tensor | None = None,
+    measure_gain: bool = False,
+    replay: DropoutReplay | None = None,
 ) -> AdvResult:
     """The adversarial term of ALUM: K ascent steps on δ, then l_sym at the final δ.
 
@@ -243,30 +388,41 @@ def adversarial_loss(
     paper's parameter gradient.
 
     Args:
-        embeds: ``[B, T, H]`` embeddings at the perturbation site, part of the clean graph (gradients flow
-            into the embedding layer through the final forward).
+        embeds: ``[B, T, H]`` embeddings at the perturbation site, part of the clean graph (with
+            ``cfg.embed_grad`` gradients flow into the embedding layer through the final forward).
         clean_logits: logits of the clean forward (any shape ``[..., C]``).
         forward_fn: maps perturbed embeddings ``[B, T, H]`` to logits shaped like ``clean_logits``.
         cfg: the ALUM options (``alpha`` is NOT applied here).
         scaler: dynamic loss scaler for the ascent gradient (needed in float16, harmless otherwise); on a
             non-finite gradient it is backed off and counts the overflow.
-        generator: RNG for δ's init (default: torch's global RNG).
+        generator: RNG for δ's init and the gain probe (default: torch's global RNG).
+        token_mask: ``[B, T]`` 1 for real tokens: padding is never perturbed and not counted in diagnostics.
+        measure_gain: also compute ``ascent_gain`` (one more forward, without gradients).
+        replay: the RNG state captured before the clean forward (``cfg.same_dropout``); None: captured here,
+            so the perturbed forwards share masks with each other but not with the clean one.
 
     Returns:
-        :class:`AdvResult` with the scalar loss, the final δ and whether an overflow occurred.
+        :class:`AdvResult` with the scalar loss, the final δ, overflow and diagnostics.
     """
     target = clean_logits.detach()
-    delta = init_delta(embeds, cfg.init_std, generator)
+    scale = token_scale(embeds, cfg)  # [B, T, 1]
+    keep = None if token_mask is None else token_mask.unsqueeze(-1).to(scale.dtype)
+    delta = init_delta(embeds, cfg, generator)
+    if keep is not None:
+        delta = delta * keep
+    start = delta
     base = embeds.detach()
+    if replay is None or not cfg.same_dropout:
+        replay = DropoutReplay(embeds.device, cfg.same_dropout)
     overflow = False
     for _ in range(cfg.steps):
-        delta.requires_grad_(True)
-        adv_logits = forward_fn(base + delta)
+        delta = delta.to(embeds.dtype).requires_grad_(True)
+        adv_logits = replay(forward_fn, base + delta)
         objective = _ascent_objective(target, adv_logits, cfg)
-        scale = scaler.scale if scaler is not None else 1.0
+        loss_scale = scaler.scale if scaler is not None else 1.0
         # Scaled so that float16 activations' gradients do not underflow to zero; unscaled in float32.
-        (grad,) = torch.autograd.grad(objective * scale, delta)
-        grad = _up(grad) / scale
+        (grad,) = torch.autograd.grad(objective * loss_scale, delta)
+        grad = _up(grad) / loss_scale
         if not bool(torch.isfinite(grad).all()):
             overflow = True
             if scaler is not None:
@@ -275,13 +431,166 @@ def adversarial_loss(
             break
         if scaler is not None:
             scaler.update(overflow=False)
-        delta = ascent_step(delta.detach(), grad, cfg).to(embeds.dtype)
-    delta = delta.detach()
+        delta = ascent_step(delta.detach(), grad, cfg, scale)
+        if keep is not None:
+            delta = delta * keep
+    delta = delta.detach().to(embeds.dtype)
+    diag = _diagnostics(embeds, delta, start, token_mask)
     if overflow and cfg.drop_nonfinite:
-        return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True)
-    adv_logits = forward_fn(embeds + delta)
+        return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True, **diag)
+    x = embeds if cfg.embed_grad else embeds.detach()
+    adv_logits = replay(forward_fn, x + delta)
     loss = sym_kl(adv_logits, clean_logits)
     if cfg.drop_nonfinite and not bool(torch.isfinite(loss)):
         # A NaN here would reach every weight through the single backward; drop the term instead.
-        return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True)
-    return AdvResult(loss=loss, delta=delta, overflow=overflow)
+        return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True, **diag)
+    gain = None
+    if measure_gain:
+        # A diagnostic must not change training: the probe's random draws leave the global RNG as it was (so a
+        # resumed run, whose probes fall on other steps, still repeats the straight run's losses exactly).
+        devices = [embeds.device] if embeds.device.type == "cuda" else []
+        saved = generator.get_state() if generator is not None else None
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            probe = _same_norm_random(delta, generator).to(embeds.dtype)
+            at_random = sym_kl(replay(forward_fn, base + probe), target)
+            gain = loss.detach().float() / at_random.float().clamp(min=1e-30)
+        if saved is not None:
+            generator.set_state(saved)
+    return AdvResult(loss=loss, delta=delta, overflow=overflow, ascent_gain=gain, **diag)
+
+
+def _diagnostics(embeds: torch.Tensor, delta: torch.Tensor, start: torch.Tensor,
+                 token_mask: torch.Tensor | None) -> dict:
+    with torch.no_grad():
+        d = delta.float()
+        ratio = d.norm(dim=-1, keepdim=True) / _safe(embeds.detach().float().norm(dim=-1, keepdim=True))
+        cos = F.cosine_similarity(d, start.float(), dim=-1, eps=1e-30).unsqueeze(-1)
+        return {"delta_ratio": _token_mean(ratio, token_mask), "delta_cos_init": _token_mean(cos, token_mask)}
+
+
+@dataclass
+class Regularized:
+    """What :func:`regularized_loss` returns (all 0-d tensors; ``loss`` carries the graph).
+
+    Attributes:
+        loss: ``task_loss + α·adv_loss`` (exactly ``task_loss`` when ALUM is inactive).
+        task_loss: the task loss passed in.
+        adv_loss: l_sym at the adversarial δ (detached zero when inactive or dropped).
+        adv: the :class:`AdvResult` (None when inactive).
+        adv_share: ``α·adv_loss / loss`` (detached; 0 when inactive).
+    """
+
+    loss: torch.Tensor
+    task_loss: torch.Tensor
+    adv_loss: torch.Tensor
+    adv: AdvResult | None = None
+    adv_share: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def regularized_loss(
+    task_loss: torch.Tensor,
+    embeds: torch.Tensor,
+    clean_logits: torch.Tensor,
+    forward_fn: Callable[[torch.Tensor], torch.Tensor],
+    cfg: AlumConfig | None,
+    scaler: AscentScaler | None = None,
+    generator: torch.Generator | None = None,
+    token_mask: torch.Tensor | None = None,
+    measure_gain: bool = False,
+    replay: DropoutReplay | None = None,
+) -> Regularized:
+    """The ALUM objective ``L(f(x), y) + α · l_sym(f(x + δ*), f(x))`` with δ* from :func:`adversarial_loss`.
+
+    The one place where the task loss and the adversarial term are combined; pre-training and fine-tuning
+    both call it. With ``cfg`` None, disabled or ``alpha == 0`` nothing else runs and ``loss is task_loss``
+    (plain training, bit for bit: no extra forward, no RNG draw).
+
+    Args:
+        task_loss: scalar task loss of the clean forward (MLM cross-entropy, classification CE, ...).
+        embeds, clean_logits, forward_fn, scaler, generator, token_mask, measure_gain, replay: as
+            :func:`adversarial_loss`.
+        cfg: the ALUM options.
+
+    Returns:
+        :class:`Regularized`.
+    """
+    zero = task_loss.detach().new_zeros(())
+    if cfg is None or not cfg.active:
+        return Regularized(loss=task_loss, task_loss=task_loss, adv_loss=zero, adv=None, adv_share=zero)
+    adv = adversarial_loss(embeds, clean_logits, forward_fn, cfg, scaler=scaler, generator=generator,
+                           token_mask=token_mask, measure_gain=measure_gain, replay=replay)
+    weighted = cfg.alpha * adv.loss
+    loss = task_loss + weighted
+    share = (weighted.detach() / loss.detach()).float() if bool(loss.detach() != 0) else zero.float()
+    return Regularized(loss=loss, task_loss=task_loss, adv_loss=adv.loss, adv=adv, adv_share=share)
+
+
+class AlumStats:
+    """Accumulates the per-step ALUM diagnostics between two log rows, and warns once about a low gain.
+
+    ``add`` takes a :class:`Regularized`; ``row()`` returns the keys every log row gets (``delta_ratio``,
+    ``ascent_gain`` (None when not measured in the interval), ``delta_cos_init``, ``adv_share``,
+    ``ascent_overflows`` (cumulative)) and resets the interval. Pre-training sums these over ranks itself
+    (``vector``/``row_from``), fine-tuning uses them directly.
+    """
+
+    KEYS = ("delta_ratio", "ascent_gain", "delta_cos_init", "adv_share", "ascent_overflows")
+
+    def __init__(self, cfg: AlumConfig | None):
+        self.cfg = cfg
+        self.overflows = 0.0
+        self._gains: list[float] = []
+        self.warned = False
+        self.reset()
+
+    def reset(self) -> None:
+        self._sum = torch.zeros(6, dtype=torch.float64)
+
+    @staticmethod
+    def vector(reg: Regularized) -> torch.Tensor:
+        """One step's diagnostics as summable float64 numbers: [alum steps, ratio, cos, share, gain, gains]."""
+        out = torch.zeros(6, dtype=torch.float64)
+        adv = reg.adv
+        if adv is None:
+            return out
+        out[0] = 1.0
+        out[1] = float(adv.delta_ratio) if adv.delta_ratio is not None else 0.0
+        out[2] = float(adv.delta_cos_init) if adv.delta_cos_init is not None else 0.0
+        out[3] = float(reg.adv_share) if reg.adv_share is not None else 0.0
+        if adv.ascent_gain is not None and math.isfinite(float(adv.ascent_gain)):
+            out[4], out[5] = float(adv.ascent_gain), 1.0
+        return out
+
+    def add(self, reg: Regularized) -> None:
+        self._sum += self.vector(reg)
+        if reg.adv is not None and reg.adv.overflow:
+            self.overflows += 1
+
+    def row_from(self, sums: torch.Tensor, overflows: float) -> dict:
+        """Log-row values from summed :meth:`vector` s (e.g. all-reduced over ranks) and the overflow count."""
+        n, ng = float(sums[0]), float(sums[5])
+        gain = float(sums[4]) / ng if ng else None
+        if gain is not None:
+            self._gains.append(gain)
+        return {"delta_ratio": float(sums[1]) / n if n else 0.0, "ascent_gain": gain,
+                "delta_cos_init": float(sums[2]) / n if n else 0.0, "adv_share": float(sums[3]) / n if n else 0.0,
+                "ascent_overflows": overflows}
+
+    def row(self) -> dict:
+        out = self.row_from(self._sum, self.overflows)
+        self.reset()
+        return out
+
+    def warning(self) -> str | None:
+        """A one-line warning, returned once, when the mean measured gain stays below 2 with an ascent on."""
+        if self.warned or self.cfg is None or not self.cfg.active or self.cfg.steps == 0:
+            return None
+        if len(self._gains) < _GAIN_WARN_AFTER:
+            return None
+        mean = sum(self._gains) / len(self._gains)
+        if mean >= GAIN_WARN_BELOW:
+            return None
+        self.warned = True
+        return (f"warning: ALUM ascent gain {mean:.2f} < {GAIN_WARN_BELOW:g} over {len(self._gains)} measurements: "
+                f"the perturbation is not adversarial (variant {self.cfg.variant!r}; see README, ALUM)")

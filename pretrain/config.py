@@ -100,30 +100,73 @@ class ModelConfig(_Section):
 
 
 class AlumSection(_Section):
-    """ALUM (Liu et al. 2020); same names and defaults as ``pretrain.alum.AlumConfig`` (its docstring cites each)."""
+    """ALUM (Liu et al. 2020): ``variant`` picks a named perturbation, any field given explicitly overrides it.
 
+    Same names as ``pretrain.alum.AlumConfig`` (its module docstring cites the source of every variant; "authors'
+    code" below is namisan/mt-dnn @ a1b63fbb, ``alum/adv_masked_lm.py``). The values a variant leaves unset are
+    filled in at load time, so ``config.json`` holds every resolved value.
+    """
+
+    variant: Literal["default", "paper", "authors", "noise"] = "default"
+    """default (normalised ascent, per-token ℓ2 ball relative to ‖x_t‖, chosen by a sweep); paper (Algorithm 1,
+    ε = 1e-5); authors (the released plugin's δ normalisation: scaled noise); noise (random δ of the default's
+    size, no ascent: the control)."""
     enabled: bool = True
     """Add the adversarial term (False: plain MLM)."""
     alpha: float = Field(10.0, ge=0.0)
     """α: weight of the adversarial term (10 for pre-training in the paper)."""
     steps: int = Field(1, ge=0)
-    """K: ascent steps (1 in the paper and the authors' code)."""
-    init_std: float = Field(1e-5, ge=0.0)
-    """σ: std of δ's Gaussian init."""
-    step_size: float = Field(1e-3, gt=0.0)
-    """η: ascent step size."""
-    eps: float = Field(1e-5, gt=0.0)
-    """ε: radius of the ball δ is projected on (norm='linf'/'l2')."""
-    norm: Literal["token_linf", "linf", "l2"] = "token_linf"
-    """After each ascent step: ``token_linf`` divides δ by its per-token max (authors' code); ``linf``/``l2`` project onto the ε-ball (Algorithm 1 / ℓ2 option)."""
-    ascent_loss: Literal["kl", "sym"] = "kl"
-    """Loss the ascent maximises: one-sided KL (authors' code) or l_sym (paper); the final term is l_sym either way."""
+    """K: ascent steps (0: δ stays at its init)."""
+    init_std: float = Field(1e-3, ge=0.0)
+    """σ: size of δ's Gaussian init (per coordinate in absolute units; ≈ σ·‖x_t‖ per token in relative units)."""
+    step_size: float = Field(0.1, ge=0.0)
+    """η: ascent step length along the normalised gradient (in ``units``)."""
+    eps: float = Field(0.1, ge=0.0)
+    """ε: per-token radius of the ball δ is projected on (in ``units``)."""
+    norm: Literal["l2", "linf", "token_linf"] = "l2"
+    """Per-token ``l2``/``linf`` ball with the matching normalised ascent, or ``token_linf`` (authors' plugin: divide δ
+    by its per-token max, no radius)."""
+    units: Literal["relative", "absolute"] = "relative"
+    """relative: σ, η, ε are fractions of each token's embedding norm ‖x_t‖ (needs norm l2); absolute: raw units."""
+    ascent_loss: Literal["kl", "sym"] = "sym"
+    """Loss the ascent maximises: l_sym (paper) or one-sided KL(clean‖adv) (authors); the final term is l_sym."""
+    init: Literal["gaussian", "sphere"] = "gaussian"
+    """δ's init: Gaussian (Algorithm 1) or a random direction with per-token norm exactly ε (the noise control)."""
+    embed_grad: bool = True
+    """Let the adversarial term's gradient reach the embedding layer through x + δ (paper); authors: detached."""
+    same_dropout: bool = True
+    """Replay the same dropout masks in every perturbed forward of a step (authors: fresh masks)."""
     site: Literal["embedding_output", "word_embeddings"] = "embedding_output"
     """Where δ is added: after the embedding LayerNorm (authors' code) or to the word embeddings (FreeLB-style)."""
     masked_only: bool = True
     """Compare outputs at masked positions only (authors' code; avoids the vocabulary head at every position)."""
     drop_nonfinite: bool = True
     """Drop the adversarial term for a step whose ascent gradient is NaN/inf (authors' code) instead of failing."""
+    gain_interval: int = Field(10, ge=0)
+    """Measure the ascent gain (l_sym at δ over l_sym at a random δ of the same size) every N ALUM steps; 0: never."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_variant(cls, data: Any) -> Any:
+        # The variant supplies every perturbation value the user did not give; explicit keys win.
+        if not isinstance(data, dict):
+            return data
+        from pretrain.alum import VARIANT_VALUES
+
+        name = data.get("variant", "default")
+        if name not in VARIANT_VALUES:
+            return data  # the Literal check reports it, naming the key
+        resolved = {**VARIANT_VALUES[name], **data}
+        if "units" not in data and resolved.get("norm") != "l2":
+            resolved["units"] = "absolute"  # relative units are ℓ2 only; an explicit linf means raw units
+        return resolved
+
+    @model_validator(mode="after")
+    def _check(self) -> AlumSection:
+        if self.units == "relative" and self.norm != "l2":
+            raise ValueError(f"alum.units: 'relative' needs alum.norm='l2' (got norm={self.norm!r}); "
+                             "use units='absolute' for linf/token_linf")
+        return self
 
     def build(self):
         """The ``pretrain.alum.AlumConfig`` these options describe, or None when ALUM is off."""

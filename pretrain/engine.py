@@ -223,10 +223,14 @@ def loss_scale(engine) -> float:
 
 
 def sync_ascent_scale(engine, model: torch.nn.Module) -> None:
-    """Under DeepSpeed fp16, let ALUM's inner ascent start from the engine's current loss scale."""
+    """Under DeepSpeed fp16, seed ALUM's ascent scaler from the engine's loss scale, once.
+
+    After the seed the scaler is the only owner of its scale: its own backoff (on an ascent overflow) and
+    growth survive later DeepSpeed steps instead of being overwritten every micro-step.
+    """
     scaler = getattr(model, "ascent_scaler", None)
     if scaler is not None and engine.fp16_enabled():
-        scaler.scale = loss_scale(engine)
+        scaler.seed(loss_scale(engine))
 
 
 def is_zero3(engine) -> bool:

@@ -5,8 +5,12 @@ In float16 the δ-gradient of the ascent loss underflows to zero (the loss is ti
 it in float32. A non-finite gradient means the scale was too large: the ascent step is skipped, the scale
 backed off and the event counted. After ``growth_interval`` clean steps the scale grows again. This mirrors
 ``torch.amp.GradScaler``'s policy but acts on one ``autograd.grad`` call instead of an optimizer, so it
-works with or without DeepSpeed. Under DeepSpeed fp16 the engine may instead set ``scale`` to DeepSpeed's
-current loss scale each step.
+works with or without DeepSpeed, in pre-training and fine-tuning alike.
+
+One owner: under DeepSpeed fp16 the engine's loss scale SEEDS this scale once (:meth:`seed`, called by
+``pretrain.engine.sync_ascent_scale``); from then on only this scaler's own backoff and growth change it, so a
+backoff on an ascent overflow survives the next DeepSpeed step (overwriting it every micro-step, as an earlier
+version did, undid every backoff).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class AscentScaler:
         self._scale = float(min(max(init_scale, min_scale), max_scale))
         self.overflows = 0
         self._clean_steps = 0
+        self.seeded = False
 
     @property
     def scale(self) -> float:
@@ -65,6 +70,14 @@ class AscentScaler:
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"scale: got {value!r}, expected a finite number > 0")
         self._scale = value
+
+    def seed(self, value: float) -> bool:
+        """Start from ``value`` (e.g. DeepSpeed's loss scale) unless already seeded; True if it was applied."""
+        if self.seeded:
+            return False
+        self.scale = min(max(float(value), self.min_scale), self.max_scale)
+        self.seeded = True
+        return True
 
     def update(self, overflow: bool) -> None:
         """Record one ascent gradient: back off and count on overflow, otherwise maybe grow.
@@ -84,13 +97,15 @@ class AscentScaler:
 
     def state_dict(self) -> dict:
         """Scale, overflow count and growth tracker, for checkpoints."""
-        return {"scale": self._scale, "overflows": self.overflows, "clean_steps": self._clean_steps}
+        return {"scale": self._scale, "overflows": self.overflows, "clean_steps": self._clean_steps,
+                "seeded": self.seeded}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.scale = state["scale"]
         self.overflows = int(state["overflows"])
         self._clean_steps = int(state.get("clean_steps", 0))
+        self.seeded = bool(state.get("seeded", True))
 
     def __repr__(self) -> str:
         return f"AscentScaler(scale={self._scale:g}, overflows={self.overflows})"

@@ -1,4 +1,4 @@
-"""The pre-training model: a transformers BERT/RoBERTa with an MLM head run at masked positions only, and ALUM.
+"""The pre-training model: a transformers BERT/RoBERTa with an MLM head run at masked positions only.
 
 ``PretrainModel`` holds the very submodules of transformers' ``BertForMaskedLM``, ``BertForPreTraining``
 (with NSP) or ``RobertaForMaskedLM`` under the same attribute names, so its ``state_dict`` is that class's
@@ -9,7 +9,10 @@ masking (about 15%), where HF's ``BertForMaskedLM`` computes it at every positio
 vocabulary model the head costs more than the encoder, so this is most of a step.
 
 ``embed`` and ``encode_from`` split any HF BERT/RoBERTa backbone (``BertModel``/``RobertaModel``) at the ALUM
-perturbation site, so that fine-tuning code can perturb the same place with ``pretrain.alum``.
+perturbation site, so that fine-tuning code can perturb the same place with ``pretrain.alum``. The model holds no
+objective beyond its task loss: :meth:`PretrainModel.task` returns the embeddings, logits and a logits-from-
+embeddings function, and ``pretrain.objective.PretrainObjective`` (what DeepSpeed wraps) adds ALUM's term with
+``pretrain.alum.regularized_loss``.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 
 from data_tools.errors import UserError
-from pretrain.alum import AlumConfig, adversarial_loss
-from pretrain.loss_scale import AscentScaler
 
 ARCHS = ("bert", "roberta")
 
@@ -44,7 +45,7 @@ class PretrainOutput:
     """Output of :meth:`PretrainModel.forward` (all scalars are 0-d tensors).
 
     Attributes:
-        loss: total loss to back-propagate: ``mlm_loss + nsp_loss + alum.alpha * adv_loss``.
+        loss: total loss to back-propagate: ``mlm_loss + nsp_loss (+ alum.alpha * adv_loss`` in training).
         mlm_loss: mean cross-entropy over the masked positions.
         adv_loss: l_sym at the adversarial δ (0 when ALUM is off, in eval mode, or the term was dropped).
         nsp_loss: next-sentence cross-entropy (0 without NSP).
@@ -52,6 +53,7 @@ class PretrainOutput:
         masked_correct: number of masked positions predicted correctly (argmax).
         masked_count: number of masked positions.
         mlm_logits: ``[M, V]`` logits at the compared positions (masked ones unless ALUM compares all).
+        alum_stats: ``[6]`` float64 ALUM diagnostics of this step (``pretrain.alum.AlumStats.vector``), or None.
     """
 
     loss: torch.Tensor
@@ -62,6 +64,30 @@ class PretrainOutput:
     masked_correct: torch.Tensor
     masked_count: torch.Tensor
     mlm_logits: torch.Tensor | None = None
+    alum_stats: torch.Tensor | None = None
+
+
+@dataclass
+class MlmTask:
+    """One clean MLM (+NSP) forward, split where ALUM needs it (see :meth:`PretrainModel.task`).
+
+    Attributes:
+        embeds: ``[B, T, H]`` embeddings at the perturbation site (part of the graph).
+        logits: ``[M, V]`` MLM logits at the compared rows.
+        logits_from: maps (perturbed) embeddings ``[B, T, H]`` to logits ``[M, V]`` at the same rows.
+        task_loss: ``mlm_loss + nsp_loss``.
+        mlm_loss, nsp_loss, masked_correct, masked_count: as :class:`PretrainOutput`.
+    """
+
+    embeds: torch.Tensor
+    logits: torch.Tensor
+    logits_from: object
+    task_loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    nsp_loss: torch.Tensor
+    masked_correct: torch.Tensor
+    masked_count: torch.Tensor
+    replay: object = None
 
 
 class _TakeRows(torch.autograd.Function):
@@ -164,21 +190,14 @@ def encode_from(
 
 
 class PretrainModel(nn.Module):
-    """BERT/RoBERTa masked-LM (+ optional NSP) with the ALUM adversarial term.
+    """BERT/RoBERTa masked-LM (+ optional NSP): the encoder and its heads, no adversarial term.
 
     Args:
         hf_model: a transformers ``BertForMaskedLM``, ``BertForPreTraining`` or ``RobertaForMaskedLM``;
             its submodules are adopted (not copied), so ``state_dict()`` equals ``hf_model.state_dict()``.
-        alum: ALUM options (None: plain MLM). The adversarial term is added in training mode only.
-        ascent_scaler: loss scaler for the ascent gradient (a default one if None).
     """
 
-    def __init__(
-        self,
-        hf_model: PreTrainedModel,
-        alum: AlumConfig | None = None,
-        ascent_scaler: AscentScaler | None = None,
-    ):
+    def __init__(self, hf_model: PreTrainedModel):
         super().__init__()
         if isinstance(hf_model, BertForPreTraining):
             self.arch, self.nsp = "bert", True
@@ -193,8 +212,6 @@ class PretrainModel(nn.Module):
             raise TypeError(f"expected BertForMaskedLM, BertForPreTraining or RobertaForMaskedLM, got {type(hf_model)}")
         self.hf_class = type(hf_model)
         self.config: PretrainedConfig = hf_model.config
-        self.alum = alum
-        self.ascent_scaler = ascent_scaler if ascent_scaler is not None else AscentScaler()
 
     @property
     def backbone(self) -> nn.Module:
@@ -211,6 +228,72 @@ class PretrainModel(nn.Module):
         hf.load_state_dict(self.state_dict())
         return hf
 
+    def task(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        mlm_labels: torch.Tensor,
+        nsp_labels: torch.Tensor | None = None,
+        site: str = "embedding_output",
+        all_rows: bool = False,
+        capture_rng: bool = False,
+    ) -> MlmTask:
+        """The clean forward and task loss, with the embeddings at ``site`` and a logits-from-embeddings map.
+
+        Args:
+            input_ids, attention_mask, token_type_ids, mlm_labels, nsp_labels: as :meth:`forward`
+                (``attention_mask`` required).
+            site: where the embeddings are taken (see :func:`embed`).
+            all_rows: compare logits at every non-padding position (else at the masked positions only).
+            capture_rng: record the RNG state between the embedding and the clean forward from it
+                (``MlmTask.replay``), where a perturbed forward starts.
+
+        Returns:
+            :class:`MlmTask`.
+        """
+        labels = mlm_labels.reshape(-1)  # [B*T]
+        if all_rows:
+            rows = attention_mask.reshape(-1).nonzero(as_tuple=True)[0]  # [M] every token
+        else:
+            rows = (labels != -100).nonzero(as_tuple=True)[0]  # [M] masked positions only
+        row_labels = labels.index_select(0, rows)  # [M]
+        hidden_out: list[torch.Tensor] = []
+
+        def logits_from(embeds: torch.Tensor) -> torch.Tensor:
+            hidden = encode_from(self.backbone, embeds, attention_mask, site, token_type_ids)  # [B, T, H]
+            hidden_out.append(hidden)
+            return self.mlm_head(take_rows(hidden, rows))  # [M, V]
+
+        embeds = embed(self.backbone, input_ids, token_type_ids, site)  # [B, T, H]
+        replay = None
+        if capture_rng:
+            from pretrain.alum import DropoutReplay
+
+            replay = DropoutReplay(embeds.device)
+        logits = logits_from(embeds)  # [M, V]
+        hidden = hidden_out.pop()
+        is_target = row_labels != -100
+        masked_count = is_target.sum()
+        # sum / count rather than mean: a batch without masked tokens gives 0, not NaN.
+        mlm_loss = F.cross_entropy(logits.float(), row_labels, ignore_index=-100, reduction="sum")
+        mlm_loss = mlm_loss / masked_count.clamp(min=1)
+        masked_correct = ((logits.argmax(-1) == row_labels) & is_target).sum()
+        nsp_loss = mlm_loss.new_zeros(())
+        if self.nsp and nsp_labels is not None:
+            pooled = self.bert.pooler(hidden)  # [B, H]
+            nsp_logits = self.cls.seq_relationship(pooled)  # [B, 2]
+            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels.reshape(-1))
+
+        def perturbed(e: torch.Tensor) -> torch.Tensor:
+            out = logits_from(e)
+            hidden_out.clear()
+            return out
+
+        return MlmTask(embeds=embeds, logits=logits, logits_from=perturbed, task_loss=mlm_loss + nsp_loss,
+                       mlm_loss=mlm_loss, nsp_loss=nsp_loss, masked_correct=masked_correct, masked_count=masked_count,
+                       replay=replay)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -219,7 +302,7 @@ class PretrainModel(nn.Module):
         mlm_labels: torch.Tensor | None = None,
         nsp_labels: torch.Tensor | None = None,
     ) -> PretrainOutput:
-        """One MLM (+NSP) forward with, in training mode and when ``alum`` is active, the ALUM term.
+        """One plain MLM (+NSP) forward.
 
         Args:
             input_ids: ``[B, T]`` (masked) token ids.
@@ -229,63 +312,24 @@ class PretrainModel(nn.Module):
             nsp_labels: ``[B]`` 0 = B follows A, 1 = random B (BERT NSP models only).
 
         Returns:
-            :class:`PretrainOutput`; back-propagate ``.loss`` once.
+            :class:`PretrainOutput` (``adv_loss`` 0); back-propagate ``.loss`` once.
         """
         if mlm_labels is None:
             raise ValueError("mlm_labels is required ([B, T], -100 at positions not to predict)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        cfg = self.alum
-        # Training mode only (as the authors' code), and never under no_grad, where no ascent is possible.
-        use_alum = cfg is not None and cfg.active and self.training and torch.is_grad_enabled()
-        site = cfg.site if cfg is not None else "embedding_output"
+        t = self.task(input_ids, attention_mask, token_type_ids, mlm_labels, nsp_labels)
+        return output_of(t, t.task_loss, t.task_loss.new_zeros(()), overflow=False)
 
-        labels = mlm_labels.reshape(-1)  # [B*T]
-        if use_alum and not cfg.masked_only:
-            rows = attention_mask.reshape(-1).nonzero(as_tuple=True)[0]  # [M] every token
-        else:
-            rows = (labels != -100).nonzero(as_tuple=True)[0]  # [M] masked positions only
-        row_labels = labels.index_select(0, rows)  # [M]
 
-        def logits_from(embeds: torch.Tensor) -> torch.Tensor:
-            hidden = encode_from(self.backbone, embeds, attention_mask, site, token_type_ids)  # [B, T, H]
-            return self.mlm_head(take_rows(hidden, rows))  # [M, V]
-
-        embeds = embed(self.backbone, input_ids, token_type_ids, site)  # [B, T, H]
-        hidden = encode_from(self.backbone, embeds, attention_mask, site, token_type_ids)
-        logits = self.mlm_head(take_rows(hidden, rows))  # [M, V]
-
-        is_target = row_labels != -100
-        masked_count = is_target.sum()
-        # sum / count rather than mean: a batch without masked tokens gives 0, not NaN.
-        mlm_loss = F.cross_entropy(logits.float(), row_labels, ignore_index=-100, reduction="sum")
-        mlm_loss = mlm_loss / masked_count.clamp(min=1)
-        masked_correct = ((logits.argmax(-1) == row_labels) & is_target).sum()
-
-        zero = mlm_loss.new_zeros(())
-        nsp_loss = zero
-        if self.nsp and nsp_labels is not None:
-            pooled = self.bert.pooler(hidden)  # [B, H]
-            nsp_logits = self.cls.seq_relationship(pooled)  # [B, 2]
-            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels.reshape(-1))
-
-        adv_loss, overflow = zero, torch.zeros((), dtype=torch.long, device=input_ids.device)
-        loss = mlm_loss + nsp_loss
-        if use_alum:
-            result = adversarial_loss(embeds, logits, logits_from, cfg, scaler=self.ascent_scaler)
-            adv_loss = result.loss
-            overflow = overflow + int(result.overflow)
-            loss = loss + cfg.alpha * adv_loss
-        return PretrainOutput(
-            loss=loss,
-            mlm_loss=mlm_loss,
-            adv_loss=adv_loss,
-            nsp_loss=nsp_loss,
-            overflow=overflow,
-            masked_correct=masked_correct,
-            masked_count=masked_count,
-            mlm_logits=logits,
-        )
+def output_of(t: MlmTask, loss: torch.Tensor, adv_loss: torch.Tensor, overflow: bool,
+              alum_stats: torch.Tensor | None = None) -> PretrainOutput:
+    """The :class:`PretrainOutput` of a task forward with the given total loss and adversarial term."""
+    return PretrainOutput(
+        loss=loss, mlm_loss=t.mlm_loss, adv_loss=adv_loss, nsp_loss=t.nsp_loss,
+        overflow=torch.tensor(int(overflow), dtype=torch.long, device=t.mlm_loss.device),
+        masked_correct=t.masked_correct, masked_count=t.masked_count, mlm_logits=t.logits, alum_stats=alum_stats,
+    )
 
 
 def build_model(
@@ -301,7 +345,6 @@ def build_model(
     pad_token_id: int = 0,
     cls_token_id: int | None = None,
     sep_token_id: int | None = None,
-    alum: AlumConfig | None = None,
     attn_implementation: str = "sdpa",
     seed: int | None = None,
 ) -> PretrainModel:
@@ -316,7 +359,6 @@ def build_model(
         dropout: hidden and attention dropout.
         nsp: add the next-sentence head (BERT only).
         pad_token_id, cls_token_id, sep_token_id: the tokenizer's special ids.
-        alum: ALUM options (None: plain MLM).
         attn_implementation: transformers attention backend ("sdpa" or "eager").
         seed: if given, the init is drawn from this seed.
 
@@ -358,12 +400,11 @@ def build_model(
             hf = hf_class(config)
     else:
         hf = hf_class(config)
-    return PretrainModel(hf.train(), alum=alum)
+    return PretrainModel(hf.train())
 
 
 def load_model(
     hf_dir: str | Path,
-    alum: AlumConfig | None = None,
     nsp: bool = False,
     attn_implementation: str = "sdpa",
 ) -> PretrainModel:
@@ -373,7 +414,6 @@ def load_model(
 
     Args:
         hf_dir: directory with ``config.json`` and ``model.safetensors``/``pytorch_model.bin``.
-        alum: ALUM options (None: plain MLM).
         nsp: load as ``BertForPreTraining`` (MLM + NSP heads).
         attn_implementation: transformers attention backend.
 
@@ -399,4 +439,4 @@ def load_model(
         hf = hf_class.from_pretrained(hf_dir, local_files_only=True, attn_implementation=attn_implementation)
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{hf_dir}: cannot load the model weights ({exc})") from None
-    return PretrainModel(hf.train(), alum=alum)
+    return PretrainModel(hf.train())

@@ -6,17 +6,25 @@ Scalars (TensorBoard tag → meaning):
 ``train/loss_scale`` (DeepSpeed fp16 loss scale; 1 otherwise), ``train/grad_norm``,
 ``perf/samples_per_sec``, ``perf/tokens_per_sec`` (non-pad tokens), ``perf/mfu``, ``perf/data_wait_frac``,
 ``eval/mlm_loss``, ``eval/perplexity``, ``eval/accuracy`` (masked-token accuracy on held-out samples).
+
+ALUM diagnostics (``pretrain.alum.AlumStats``; the same keys in ``metrics.jsonl``): ``alum/delta_ratio``
+(‖δ‖/‖x‖, per-token mean), ``alum/ascent_gain`` (l_sym at δ over l_sym at a random δ of the same per-token
+norms; measured every ``alum.gain_interval`` ALUM steps, absent (None in the JSON) in an interval without one),
+``alum/delta_cos_init`` (cos(δ_final, δ_init)), ``alum/adv_share`` (α·adv / total loss), ``alum/ascent_overflows``
+(cumulative). A run whose measured gain stays below 2 prints one warning line.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pretrain.alum import AlumStats
 from pretrain.config import RunConfig
 from pretrain.engine import DistEnv
 
@@ -58,6 +66,7 @@ class Monitor:
         self.cfg, self.dist, self.run_dir = cfg, dist, run_dir
         self.is_main = dist.rank == 0
         self.overflows = 0.0
+        self.alum = AlumStats(cfg.alum.build())
         self._acc: torch.Tensor | None = None
         self._time = self._wait = 0.0
         self._steps = 0
@@ -83,7 +92,8 @@ class Monitor:
 
         Args:
             step: Optimizer steps done.
-            stats: This rank's sums over its micro-batches: loss, mlm, adv, overflow, correct, count, tokens.
+            stats: This rank's sums over its micro-batches: loss, mlm, adv, overflow, correct, count, tokens,
+                then ``AlumStats.vector``'s six ALUM sums.
             ga: Gradient-accumulation steps (micro-batches per step and rank).
             seconds: Wall time of the step; wait: of which spent waiting for data.
             lr, scale, grad_norm: From the engine.
@@ -113,6 +123,7 @@ class Monitor:
             "samples_per_sec": samples / self._time, "tokens_per_sec": acc[6].item() / self._time,
             "data_wait_frac": self._wait / self._time,
         }
+        row.update(self.alum.row_from(acc[7:13], self.overflows))
         self._acc = None
         self._time = self._wait = 0.0
         self._steps = 0
@@ -121,9 +132,17 @@ class Monitor:
         row["mfu"] = row["tokens_per_sec"] * self.flops_tok / (self.peak * self.dist.world_size)
         self._write(row)
         for key, value in row.items():
-            if key != "step":
-                group = "perf" if key in ("samples_per_sec", "tokens_per_sec", "mfu", "data_wait_frac") else "train"
-                self.tb.add_scalar(f"{group}/{key}", value, step)
+            if key == "step" or value is None:
+                continue
+            if key in AlumStats.KEYS:
+                self.tb.add_scalar(f"alum/{key}", value, step)
+                if key != "ascent_overflows":
+                    continue
+            group = "perf" if key in ("samples_per_sec", "tokens_per_sec", "mfu", "data_wait_frac") else "train"
+            self.tb.add_scalar(f"{group}/{key}", value, step)
+        warning = self.alum.warning()
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{row['samples_per_sec']:.1f}")
         return loss

@@ -35,6 +35,8 @@ from pretrain.engine import (
 from pretrain.loader import TrainData, build_data
 from pretrain.monitor import Monitor
 
+N_STATS = 13  # loss, mlm, adv, overflow, correct, count, tokens + AlumStats.vector (6)
+
 
 @dataclass
 class TrainResult:
@@ -74,24 +76,30 @@ def _seed_all(seed: int) -> None:
 
 
 def build_export_model(cfg: RunConfig, tokenizer) -> torch.nn.Module:
-    """The run's model as ``train`` builds it (weights to be loaded), for export."""
-    return _build_model(cfg, tokenizer)
+    """The run's model (encoder and heads, weights to be loaded), for export; same state-dict keys as training."""
+    return _build_encoder(cfg, tokenizer)
 
 
-def _build_model(cfg: RunConfig, tok) -> torch.nn.Module:
+def _build_encoder(cfg: RunConfig, tok) -> torch.nn.Module:
     from pretrain.model import build_model, load_model
 
-    alum = cfg.alum.build()
     if cfg.model.init_from:
-        return load_model(cfg.model.init_from, alum=alum, nsp=cfg.data.nsp)
+        return load_model(cfg.model.init_from, nsp=cfg.data.nsp)
     m = cfg.model
     return build_model(
         vocab_size=tok.vocab_size, arch=m.arch or cfg.data.style, hidden_size=m.hidden_size,
         num_layers=m.num_layers, num_heads=m.num_heads, intermediate_size=m.intermediate_size,
         max_position_embeddings=max(m.max_position_embeddings, cfg.data.max_seq_len), dropout=m.dropout,
         nsp=cfg.data.nsp, pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, sep_token_id=tok.sep_id,
-        alum=alum, seed=cfg.train.seed,
+        seed=cfg.train.seed,
     )
+
+
+def _build_model(cfg: RunConfig, tok) -> torch.nn.Module:
+    """What DeepSpeed wraps: the encoder inside the ALUM objective (plain MLM when ``alum.enabled`` is false)."""
+    from pretrain.objective import PretrainObjective
+
+    return PretrainObjective(_build_encoder(cfg, tok), alum=cfg.alum.build())
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -121,10 +129,11 @@ def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torc
     """``ga`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on the last).
 
     Returns:
-        Sums over the micro-batches (loss, mlm, adv, overflow, correct, count, tokens), kept on the device
-        so that a GPU is not synchronised every micro-batch, and the seconds spent waiting for data.
+        Sums over the micro-batches (loss, mlm, adv, overflow, correct, count, tokens, then the 6 ALUM
+        diagnostics of ``pretrain.alum.AlumStats.vector``), kept on the device so that a GPU is not synchronised
+        every micro-batch, and the seconds spent waiting for data.
     """
-    stats = torch.zeros(7, dtype=torch.float64, device=engine.device)
+    stats = torch.zeros(N_STATS, dtype=torch.float64, device=engine.device)
     wait = 0.0
     for _ in range(ga):
         tw = time.perf_counter()
@@ -141,6 +150,8 @@ def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torc
         parts = (out.loss, out.mlm_loss, out.adv_loss, out.overflow, out.masked_correct, out.masked_count)
         stats[:6] += torch.stack([t.detach().to(stats.device, torch.float64) for t in parts])
         stats[6] += tokens
+        if out.alum_stats is not None:
+            stats[7:] += out.alum_stats.to(stats.device)
     return stats, wait
 
 
@@ -176,6 +187,7 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
                   else checkpoint.load(engine, run_dir, resume_tag, dist.rank))
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
+        model.alum_steps = client.get("alum_steps", 0)  # keeps the gain probes on the straight run's steps
         if dist.rank == 0:
             truncate_jsonl(run_dir / "metrics.jsonl", step)
     if dist.rank == 0:
@@ -208,7 +220,8 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
         due = cfg.train.save_interval and step % cfg.train.save_interval == 0
         if due or step == total or exit_early:
             state = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
-                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict()}
+                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict(),
+                      "alum_steps": model.alum_steps}
             result.last_tag = checkpoint.save(engine, run_dir, step, state, dist.rank, cfg.train.keep_last)
     if step >= total and (not cfg.train.eval_interval or step % cfg.train.eval_interval):
         result.eval = evaluate(engine, data, cfg, dist)

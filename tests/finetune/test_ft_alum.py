@@ -44,7 +44,7 @@ def test_alpha_zero_gives_exactly_the_plain_loss_and_gradients(arch, qa, tiny_be
         out["loss"].backward()
         results.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
         if alum is not None:
-            assert out["adv_loss"] > 0  # the term was computed, and weighted by 0
+            assert out["adv_loss"] is None  # α = 0 is plain training: no extra forward, no RNG draw
     assert torch.equal(results[0][0], results[1][0])
     assert len(results[0][1]) == len(results[1][1])
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
@@ -89,3 +89,32 @@ def test_alum_refuses_regression(tiny_bert, bbc):
     batch["labels"] = batch["labels"].float()
     with pytest.raises(UserError, match="regression"):
         train_loss(model, batch, AlumConfig(alpha=1.0))
+
+
+def test_alum_run_logs_its_diagnostics_and_warns_once_when_not_adversarial(bbc, tiny_bert, tmp_path):
+    """metrics.jsonl rows and TensorBoard's alum/ tags; the authors' normalisation (gain ≈ 1) warns once."""
+    import json
+
+    from ft_helpers import cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dev = tmp_path / "dev.tsv"
+    lines = (bbc / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    dev.write_text("".join(lines[:57]), encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = cli("classify", "--model", str(tiny_bert), "--train", str(dev), "--dev", str(dev), "-o", str(out),
+                       "--epochs", "1", "--batch-size", "8", "--max-seq-len", "32", "--threads", "1", "--log-every",
+                       "1", "--alum", "--alum-variant", "authors", "--alum-gain-interval", "2")
+    assert code == 0, err[-2000:]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    for r in rows:
+        assert {"delta_ratio", "ascent_gain", "delta_cos_init", "adv_share", "ascent_overflows"} <= set(r)
+        assert (r["ascent_gain"] is None) == (r["step"] % 2 == 0)  # measured on steps 1, 3, 5, 7
+        assert r["delta_cos_init"] > 0.9  # authors: δ stays where its random init pointed
+    assert sum("not adversarial" in line for line in err.splitlines()) == 1
+    config = json.loads((out / "config.json").read_text())["alum"]
+    assert config["norm"] == "token_linf" and config["variant"] == "authors"  # resolved values recorded
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert {"alum/delta_ratio", "alum/ascent_gain", "alum/adv_share"} <= set(acc.Tags()["scalars"])

@@ -1,10 +1,12 @@
-"""attack: ε=0 is the clean accuracy, accuracy never rises with ε, and a large ε does break the model."""
+"""attack: ε=0 is the clean accuracy, accuracy never rises with ε, a large ε does break the model, and the success
+rate is the share of clean-correct examples flipped; by default in ALUM's site and units (relative ℓ2)."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 from ft_helpers import cli
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -23,8 +25,9 @@ def _dev_subset(bbc, tmp_path, n=120):
 def test_eps_zero_is_clean_accuracy_and_accuracy_is_non_increasing(bbc_run, bbc, tmp_path):
     best = bbc_run["dir"] / "best"
     data = _dev_subset(bbc, tmp_path)
-    eps = [0.0, 0.001, 0.003, 0.01, 0.03]
+    eps = [0.0, 0.03, 0.1, 0.3, 1.0]  # fractions of each token's embedding norm (the default units)
     result = run_attack(str(best), str(data), eps=eps, steps=3, max_seq_len=96, seed=0)
+    assert (result["site"], result["norm"], result["units"]) == ("embedding_output", "l2", "relative")
     accs = [r["accuracy"] for r in result["results"]]
     model = AutoModelForSequenceClassification.from_pretrained(str(best)).eval()
     tok = AutoTokenizer.from_pretrained(str(best))
@@ -34,6 +37,13 @@ def test_eps_zero_is_clean_accuracy_and_accuracy_is_non_increasing(bbc_run, bbc,
     assert accs[0] == clean and clean > 0.6
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < clean - 0.3, accs  # the attack is real: a large ball breaks the tiny model
+    rates = [r["success_rate"] for r in result["results"]]
+    assert rates[0] == 0.0 and all(a <= b for a, b in zip(rates, rates[1:])), rates
+    for r in result["results"]:  # accuracy = clean accuracy × (1 − success rate): no example counted twice
+        assert r["accuracy"] == pytest.approx(clean * (1 - r["success_rate"]), abs=1e-9)
+    raw = run_attack(str(best), str(data), eps=[0.0, 0.03], steps=3, max_seq_len=96, seed=0,
+                     site="word_embeddings", norm="linf", units="absolute")
+    assert raw["results"][1]["accuracy"] < clean  # the raw ℓ∞ attack of earlier versions is still there
     # Same seed, same numbers.
     assert run_attack(str(best), str(data), eps=eps[:3], steps=3, max_seq_len=96, seed=0)["results"] == \
         result["results"][:3]
@@ -49,3 +59,10 @@ def test_attack_cli_writes_json(bbc_run, bbc, tmp_path):
     assert out.strip().startswith("eps=0:accuracy=")
     code, out, err = cli("attack", "--model", str(bbc / "nowhere"), "--data", str(data), "--eps", "0.1")
     assert code == 2 and "no such directory" in err
+
+
+def test_relative_units_need_l2(bbc_run, bbc, tmp_path):
+    from data_tools.errors import UserError
+
+    with pytest.raises(UserError, match="--units relative"):
+        run_attack(str(bbc_run["dir"] / "best"), str(_dev_subset(bbc, tmp_path, n=4)), eps=[0.1], norm="linf")

@@ -6,15 +6,17 @@ import torch
 
 from pretrain.alum import AlumConfig
 from pretrain.model import PretrainModel, build_model
+from pretrain.objective import PretrainObjective
 
 VOCAB = 120
 
 
 def tiny_model(arch: str = "bert", alum: AlumConfig | None = None, nsp: bool = False, dropout: float = 0.0,
-               seed: int = 0) -> PretrainModel:
-    return build_model(vocab_size=VOCAB, arch=arch, hidden_size=32, num_layers=2, num_heads=2,
-                       max_position_embeddings=64, dropout=dropout, nsp=nsp, pad_token_id=0, alum=alum,
-                       seed=seed)
+               seed: int = 0) -> PretrainModel | PretrainObjective:
+    """The bare model, or (``alum`` given) the training module DeepSpeed wraps, around it."""
+    model = build_model(vocab_size=VOCAB, arch=arch, hidden_size=32, num_layers=2, num_heads=2,
+                        max_position_embeddings=64, dropout=dropout, nsp=nsp, pad_token_id=0, seed=seed)
+    return model if alum is None else PretrainObjective(model, alum)
 
 
 def tiny_batch(batch: int = 3, seq: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:

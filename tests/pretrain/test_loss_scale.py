@@ -27,8 +27,14 @@ def test_scaler_policy_backoff_growth_and_state():
     restored = AscentScaler()
     restored.load_state_dict(s.state_dict())
     assert (restored.scale, restored.overflows) == (256, 6)
-    s.scale = 8.0  # the engine sets DeepSpeed's current scale
+    s.scale = 8.0
     assert s.scale == 8.0
+    assert s.seed(2.0**16) and s.scale == 2.0**16  # DeepSpeed's scale seeds it once ...
+    s.update(overflow=True)
+    assert not s.seed(2.0**16) and s.scale == 2.0**15  # ... and its own backoff survives a second seed
+    again = AscentScaler()
+    again.load_state_dict(s.state_dict())
+    assert again.seeded and not again.seed(1.0)
     with pytest.raises(ValueError, match="scale"):
         s.scale = float("inf")
     with pytest.raises(ValueError, match="backoff"):
@@ -50,13 +56,13 @@ def _half_task(model):
 def _ascent_move(model, scaler, autocast=False):
     """δ_final - δ_init after one linf ascent step, for the given model (float16 weights or autocast)."""
     # σ = 3e-3: float16 embeddings of magnitude ~1 have an ulp of ~1e-3, a smaller δ would round away.
-    cfg = AlumConfig(norm="linf", eps=1.0, step_size=1e-3, init_std=3e-3, ascent_loss="kl")
+    cfg = AlumConfig(norm="linf", units="absolute", eps=1.0, step_size=1e-3, init_std=3e-3, ascent_loss="kl")
     with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
         embeds, clean, forward_fn = _half_task(model)
         result = adversarial_loss(embeds, clean, forward_fn, cfg, scaler=scaler,
                                   generator=torch.Generator().manual_seed(0))
     assert not result.overflow and torch.isfinite(result.loss)
-    start = init_delta(embeds, cfg.init_std, torch.Generator().manual_seed(0))
+    start = init_delta(embeds, cfg, torch.Generator().manual_seed(0))
     return (result.delta.float() - start.float()).flatten()
 
 
@@ -90,7 +96,7 @@ def _inject_inf_in_ascent(model, which_call=2):
 
 @pytest.mark.parametrize("drop", [True, False])
 def test_injected_inf_skips_the_ascent_lowers_the_scale_and_keeps_weights_finite(drop):
-    model = tiny_model(alum=AlumConfig(norm="linf", drop_nonfinite=drop, eps=1e-3), dropout=0.1)
+    model = tiny_model(alum=AlumConfig(norm="linf", units="absolute", drop_nonfinite=drop, eps=1e-3), dropout=0.1)
     model.ascent_scaler = AscentScaler(init_scale=2.0**10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     handle = _inject_inf_in_ascent(model)  # call 1 = clean, 2 = ascent, 3 = adversarial forward
@@ -117,3 +123,37 @@ def test_a_float16_alum_training_step_on_cpu_stays_finite():
     assert out.overflow.item() == 0 and out.adv_loss.item() > 0 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_backoff_survives_a_deepspeed_step(tmp_path, monkeypatch):
+    """One owner of the ascent's scale: an ascent overflow's backoff is not undone by the next engine step.
+
+    DeepSpeed refuses fp16 on CPU, so a ZeRO-0 fp32 engine stands in and reports an fp16 loss scale of 2^16.
+    """
+    import deepspeed
+    from engine_kit import free_port
+
+    from pretrain.engine import sync_ascent_scale
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(key, value)
+    model = tiny_model(alum=AlumConfig(), dropout=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config={
+        "train_batch_size": 3, "train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 0}})
+    monkeypatch.setattr(engine, "fp16_enabled", lambda: True)
+    engine.optimizer.cur_scale = 2.0**16  # what pretrain.engine.loss_scale reads
+    sync_ascent_scale(engine, model)
+    assert model.ascent_scaler.scale == 2.0**16
+    handle = _inject_inf_in_ascent(model)
+    out = engine(**tiny_batch())
+    handle.remove()
+    assert out.overflow.item() == 1 and model.ascent_scaler.scale == 2.0**15
+    engine.backward(out.loss)
+    engine.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    sync_ascent_scale(engine, model)  # the next micro-step
+    out = engine(**tiny_batch(seed=1))
+    assert model.ascent_scaler.scale == 2.0**15 and out.overflow.item() == 0

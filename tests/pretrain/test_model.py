@@ -19,7 +19,7 @@ VARIANTS = [("bert", False, BertForMaskedLM), ("bert", True, BertForPreTraining)
 
 @pytest.mark.parametrize("arch,nsp,hf_class", VARIANTS)
 def test_state_dict_and_outputs_match_transformers(arch, nsp, hf_class):
-    model = tiny_model(arch, nsp=nsp).eval()
+    model = tiny_model(arch, nsp=nsp, alum=AlumConfig()).eval()  # the training module: the model's state dict
     hf = model.to_hf().eval()
     assert isinstance(hf, hf_class)
     assert list(model.state_dict()) == list(hf.state_dict())
@@ -57,7 +57,7 @@ def test_alpha_zero_gives_exactly_the_plain_loss_and_gradients():
 @pytest.mark.parametrize("masked_only", [True, False])
 def test_adversarial_term_matches_a_rederivation_with_hooks_on_the_hf_model(site, masked_only):
     """K=0 fixes δ at its seeded init; the reference adds δ with a forward hook on HF's own model."""
-    cfg = AlumConfig(steps=0, init_std=1e-2, alpha=3.0, site=site, masked_only=masked_only)
+    cfg = AlumConfig(steps=0, init_std=1e-2, units="absolute", alpha=3.0, site=site, masked_only=masked_only)
     model = tiny_model(alum=cfg)  # dropout 0: train mode is deterministic
     batch = tiny_batch()
     torch.manual_seed(5)
@@ -68,6 +68,7 @@ def test_adversarial_term_matches_a_rederivation_with_hooks_on_the_hf_model(site
     hf = model.to_hf().train()
     torch.manual_seed(5)
     delta = torch.randn(3, 16, 32) * 1e-2  # the same draw as inside the model
+    delta = delta * batch["attention_mask"].unsqueeze(-1)  # padding is never perturbed
     target = hf.bert.embeddings if site == "embedding_output" else hf.bert.embeddings.word_embeddings
     args = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"])
@@ -87,9 +88,9 @@ def test_adversarial_term_matches_a_rederivation_with_hooks_on_the_hf_model(site
 def test_options_change_the_adversarial_loss():
     batch = tiny_batch()
     losses = {}
-    for key, cfg in {"base": AlumConfig(steps=0, init_std=1e-2),
-                     "site": AlumConfig(steps=0, init_std=1e-2, site="word_embeddings"),
-                     "all": AlumConfig(steps=0, init_std=1e-2, masked_only=False)}.items():
+    for key, cfg in {"base": AlumConfig(steps=0, init_std=1e-2, units="absolute"),
+                     "site": AlumConfig(steps=0, init_std=1e-2, units="absolute", site="word_embeddings"),
+                     "all": AlumConfig(steps=0, init_std=1e-2, units="absolute", masked_only=False)}.items():
         torch.manual_seed(0)
         losses[key] = tiny_model(alum=cfg)(**batch).adv_loss.item()
     assert len({round(v, 9) for v in losses.values()}) == 3
@@ -121,7 +122,7 @@ def test_a_batch_without_masked_tokens_gives_zero_loss_not_nan():
 def test_load_model_roundtrip_and_clear_errors(tmp_path):
     model = tiny_model(alum=AlumConfig()).eval()
     model.to_hf().save_pretrained(tmp_path / "hf")
-    loaded = load_model(tmp_path / "hf", alum=AlumConfig()).eval()
+    loaded = load_model(tmp_path / "hf").eval()
     batch = tiny_batch()
     torch.testing.assert_close(loaded(**batch).mlm_logits, model(**batch).mlm_logits)
     with pytest.raises(UserError, match="no config.json"):

@@ -156,8 +156,10 @@ def test_blend_follows_weights_and_feeds_the_model(wp, tmp_path_factory):
 
     from pretrain.alum import AlumConfig
     from pretrain.model import build_model
+    from pretrain.objective import PretrainObjective
 
-    model = build_model(vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2, alum=AlumConfig())
+    model = PretrainObjective(build_model(vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2),
+                              AlumConfig())
     out = model(**collate([blend[i] for i in range(4)]))
     assert torch.isfinite(out.loss) and out.masked_count.item() > 0
 
