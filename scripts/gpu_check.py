@@ -248,6 +248,8 @@ def check(args: argparse.Namespace) -> int:
         kv[f"mfu_plain_{prec}"] = f"{results['runs'][f'{prec}_plain']['mfu']:.3f}"
         kv[f"mfu_alum_{prec}"] = f"{results['runs'][f'{prec}_alum']['mfu']:.3f}"
         kv[f"alum_over_plain_{prec}"] = f"{results[f'alum_over_plain_{prec}']:.2f}"
+        gain = results["runs"][f"{prec}_alum"]["ascent_gain"]
+        kv[f"ascent_gain_{prec}"] = f"{gain:.2f}" if gain else "none"
     if "hf_torch_bf16" in results["runs"]:
         kv["mfu_hf_torch_bf16"] = f"{results['runs']['hf_torch_bf16']['mfu']:.3f}"
     if "fp16_alum_stress" in results["runs"]:
