@@ -191,7 +191,8 @@ def parser() -> argparse.ArgumentParser:
             "python -m data_tools merge corpus/wiki corpus/owt -o corpus/all")
     p.add_argument("inputs", nargs="+", help="corpus prefixes")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--force", action="store_true", help="merge even if built with different tokenizers")
+    p.add_argument("--force", action="store_true", help="merge even if the inputs were built with different tokenizers, or some record none "
+                   "(the output's tokenizer is then recorded as unknown)")
 
     p = add("inspect", cmd_inspect, "counts, length histogram, decode a document or sentence",
             "python -m data_tools inspect corpus/wiki --document 0 --tokenizer tok/")

@@ -49,7 +49,7 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[li
                     f"{tokenizer.path} has vocab size {tokenizer.vocab_size}; expected the same tokenizer"
                 )
             fp = meta.get("fingerprint")
-            if fp is not None and fp != tokenizer.fingerprint:
+            if fp not in (None, "unknown") and fp != tokenizer.fingerprint:  # "unknown": merge --force
                 raise UserError(
                     f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
                     f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
