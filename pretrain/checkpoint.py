@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_tools.atomic import atomic_path, write_text
+from data_tools.atomic import atomic_path, write_json, write_text
 from data_tools.errors import UserError
 
 _TAG = re.compile(r"^step_(\d+)$")
@@ -125,6 +125,8 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict[str, Any], r
     engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
     with atomic_path(root / tag / f"trainer_state_rank{rank}.pt") as tmp:
         torch.save({"rng": rng_state(), "step": step}, tmp)
+    if rank == 0 and "config" in client_state:  # the settings this checkpoint was made under (resume compares)
+        write_json(root / tag / "run_config.json", client_state["config"])
     _barrier()
     if rank == 0:
         write_text(Path(run_dir) / "latest", tag + "\n")

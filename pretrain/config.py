@@ -227,6 +227,14 @@ class RunConfig(_Section):
     train: TrainConfig
 
     @model_validator(mode="after")
+    def _check_positions_fit_samples(self) -> RunConfig:
+        m = self.model
+        if m.init_from is None and m.max_position_embeddings < self.data.max_seq_len:
+            raise ValueError(f"model.max_position_embeddings: {m.max_position_embeddings} positions cannot hold "
+                             f"samples of data.max_seq_len={self.data.max_seq_len} tokens; expected at least that")
+        return self
+
+    @model_validator(mode="after")
     def _check_arch_fits_samples(self) -> RunConfig:
         if self.model.arch == "roberta" and self.data.style == "bert":
             raise ValueError("model.arch: 'roberta' has a single token type, but data.style='bert' makes "
