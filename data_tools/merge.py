@@ -147,7 +147,6 @@ def _stream(inputs: list[_Input], output: str, meta: dict | None) -> None:
                                  "bin_bytes": pointer, "idx_bytes": HEADER_SIZE + 12 * n + 8 * nd}
             write_json(meta_path(output), meta)
 
-
 UNKNOWN = "unknown"
 """The tokenizer fingerprint a ``--force`` merge records when its inputs do not vouch for one tokenizer."""
 

@@ -106,7 +106,7 @@ def record_changes(run_dir: str | Path, step: int, changes: dict[str, list]) -> 
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
     rows = [r for r in rows if r.get("step", 0) < step]
     if changes:
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         rows.append({"step": step, "time": now, "changes": changes})
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 

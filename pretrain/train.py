@@ -144,12 +144,13 @@ def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torc
     return stats, wait
 
 
-def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
+def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = False) -> TrainResult:
     """Train (or resume) the run described by ``cfg``.
 
     Args:
         cfg: The run config.
         local_rank: The launcher's ``--local_rank``, if any.
+        trust_checkpoint: Resume with DeepSpeed's unrestricted unpickling (``--trust-checkpoint``).
     Returns:
         A ``TrainResult``. The caller tears the process group down (``engine.shutdown_distributed``).
     """
@@ -159,7 +160,8 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     resume_tag = _check_output_dir(cfg)
     run_dir = Path(cfg.train.output_dir)
     changes = {}
-    if resume_tag is not None:  # settings that cannot change mid-run are refused before anything is written
+    if resume_tag is not None:  # a damaged `latest` falls back to the previous complete checkpoint
+        resume_tag = checkpoint.usable_tag(run_dir, resume_tag, fall_back=cfg.train.resume == "auto")  # settings that cannot change mid-run are refused before anything is written
         changes = resume_settings.check_resume(cfg, run_dir, resume_tag, checkpoint.step_of(resume_tag))
     data = build_data(cfg, dist)
     init_distributed(dist)
@@ -176,7 +178,7 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     checkpoint.remove_unfinished(run_dir, dist.rank)
     if resume_tag is not None:
         client = (elastic.load(engine, resume, dist.rank, cfg.train.seed) if resume
-                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank))
+                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank, trust=trust_checkpoint))
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
         resume_settings.apply_lr_schedule(engine, cfg)  # a changed LR schedule takes effect from this step
