@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.atomic import atomic_path, ensure_parent, write_json
+from data_tools.atomic import atomic_path, check_output_file, ensure_parent, write_error, write_json
 from data_tools.errors import UserError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -401,12 +401,14 @@ class IndexedCorpusWriter:
     def __enter__(self) -> IndexedCorpusWriter:
         ensure_parent(idx_path(self.prefix))
         self._stack = contextlib.ExitStack()
+        for path in (bin_path(self.prefix), idx_path(self.prefix), meta_path(self.prefix)):
+            check_output_file(path)
         try:
             self._bin_tmp = self._stack.enter_context(atomic_path(bin_path(self.prefix)))
             self._fh = self._stack.enter_context(open(self._bin_tmp, "wb"))
         except OSError as exc:
             self._stack.close()
-            raise UserError(f"{bin_path(self.prefix)}: cannot write ({exc.strerror})") from None
+            raise write_error(bin_path(self.prefix), exc) from None
         return self
 
     def add_sequence(self, tokens: Sequence[int] | np.ndarray) -> None:
@@ -432,7 +434,10 @@ class IndexedCorpusWriter:
                 block = src.read(min(_HASH_BLOCK, remaining))
                 if not block:
                     raise UserError(f"{bin_path(corpus.prefix)}: shorter than its index says")
-                self._fh.write(block)
+                try:
+                    self._fh.write(block)
+                except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
+                    raise write_error(bin_path(self.prefix), exc) from None
                 self._hash.update(block)
                 remaining -= len(block)
         self._lengths.append(np.asarray(corpus.sequence_lengths, dtype=np.int32))
@@ -454,7 +459,7 @@ class IndexedCorpusWriter:
         try:
             self._fh.write(data)
         except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
-            raise UserError(f"{bin_path(self.prefix)}: write failed ({exc.strerror or exc})") from None
+            raise write_error(bin_path(self.prefix), exc) from None
         self._hash.update(data)
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if int(lengths.sum()) != arr.size:
@@ -497,7 +502,10 @@ class IndexedCorpusWriter:
     def _finish(self, stack: contextlib.ExitStack) -> None:
         if self._doc_ends[-1] != self._count:  # sequences after the last end_document form a document
             self.end_document()
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise write_error(bin_path(self.prefix), exc) from None
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
         pointers = np.zeros(len(lengths), np.int64)
         if len(lengths) > 1:
@@ -540,5 +548,5 @@ class IndexedCorpusWriter:
                     )
                     write_json(meta_path(self.prefix), meta)
         except OSError as exc:
-            raise UserError(f"{ipath}: cannot write ({exc.strerror})") from None
+            raise write_error(ipath, exc) from None
 
