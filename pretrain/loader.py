@@ -91,6 +91,22 @@ class _ById(torch.utils.data.Dataset):
         return sample
 
 
+def die_with_parent(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: the kernel kills the worker when its trainer dies (kill -9 included).
+
+    Otherwise a worker notices only at its next parent check (~5 s), holding what it inherited from the
+    fork meanwhile, the rendezvous port among it: a rerun right after a kill would find MASTER_PORT busy.
+    """
+    import contextlib
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class TrainData:
     """This rank's view of the training and held-out samples."""
 
@@ -133,6 +149,7 @@ class TrainData:
             _ById(self.train, self.train_size), batch_size=c.train.micro_batch, sampler=sampler,
             collate_fn=collate, num_workers=c.data.num_workers, generator=torch.Generator().manual_seed(0),
             prefetch_factor=4 if c.data.num_workers else None, persistent_workers=False, drop_last=True,
+            worker_init_fn=die_with_parent,
         )
         return iter(self._loader)
 
