@@ -75,7 +75,7 @@ def check_output_file(path: str | os.PathLike) -> None:
             raise UserError(f"{path}: is {kind}, not a regular file; refusing to replace it (choose a file path)")
 
 
-def _mount_point(path: Path) -> str:
+def mount_point(path: Path) -> str:
     path = path.resolve()
     with contextlib.suppress(OSError):
         dev = path.stat().st_dev
@@ -88,7 +88,7 @@ def write_error(path: str | os.PathLike, exc: OSError) -> UserError:
     """One line for a failed write of ``path``: a full disk names the file system (and frees nothing)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = Path(path).parent if Path(path).parent.exists() else Path(".")
-        return UserError(f"no space left on {_mount_point(where)} while writing {path}; free space or write "
+        return UserError(f"no space left on {mount_point(where)} while writing {path}; free space or write "
                          "elsewhere, then rerun")
     return UserError(f"{path}: cannot write ({exc.strerror or exc})")
 

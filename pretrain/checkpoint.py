@@ -17,6 +17,7 @@ A save's directory that ``latest`` never pointed to is an unfinished save and is
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import pickle
 import random
@@ -192,12 +193,15 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict[str, Any], r
     """
     tag = tag_for(step)
     root = checkpoints_dir(run_dir)
-    # save_latest=False: DeepSpeed's own marker would be written before our per-rank files are complete.
-    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
-    # JSON, not a pickle: our own state cannot carry code.
-    write_json(root / tag / f"trainer_state_rank{rank}.json", {"rng": _rng_to_json(rng_state()), "step": step})
-    if rank == 0 and "config" in client_state:  # the settings this checkpoint was made under (resume compares)
-        write_json(root / tag / "run_config.json", client_state["config"])
+    try:
+        # save_latest=False: DeepSpeed's own marker would be written before our per-rank files are complete.
+        engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
+        # JSON, not a pickle: our own state cannot carry code.
+        write_json(root / tag / f"trainer_state_rank{rank}.json", {"rng": _rng_to_json(rng_state()), "step": step})
+        if rank == 0 and "config" in client_state:  # the settings this checkpoint was made under (resume compares)
+            write_json(root / tag / "run_config.json", client_state["config"])
+    except (OSError, RuntimeError) as exc:
+        raise _save_error(run_dir, tag, exc) from None
     _barrier()
     if rank == 0:
         # Every file and its size, once all ranks are done: resume tells a complete checkpoint from a damaged one.
@@ -208,6 +212,28 @@ def save(engine, run_dir: str | Path, step: int, client_state: dict[str, Any], r
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return tag
+
+
+def _save_error(run_dir: str | Path, tag: str, exc: BaseException) -> BaseException:
+    """A failed save as one line when the disk is full (torch's C++ writer only says ``basic_ios::clear:
+    iostream error``); any other error unchanged. ``latest`` still names the previous complete checkpoint."""
+    from data_tools.atomic import mount_point
+
+    tag_dir = checkpoints_dir(run_dir) / tag
+    if isinstance(exc, UserError):
+        return exc
+    try:
+        free = shutil.disk_usage(checkpoints_dir(run_dir)).free
+    except OSError:
+        return exc
+    latest = read_latest(run_dir)
+    needed = sum(p.stat().st_size for p in (checkpoints_dir(run_dir) / latest).iterdir()) if latest else 64 << 20
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not (full or free < needed):
+        return exc
+    kept = f"latest still names {latest}" if latest else "no checkpoint was completed"
+    return UserError(f"no space left on {mount_point(checkpoints_dir(run_dir))} while writing checkpoint {tag_dir} "
+                     f"({free:,} bytes free); {kept}; free space, then rerun to resume")
 
 
 def remove_unfinished(run_dir: str | Path, rank: int) -> None:

@@ -96,3 +96,24 @@ def test_damaged_latest_falls_back_to_previous_checkpoint(tmp_path, corpus):
     (first.run_dir / "checkpoints" / "step_6" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
     with pytest.raises(UserError, match=r"checkpoint step_6 is damaged .*optim_states.pt: missing.*--step 4"):
         export(first.run_dir, tmp_path / "hf")
+
+
+@pytest.mark.slow
+def test_disk_full_during_checkpoint_save_is_one_line(tmp_path, corpus):
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+    try:
+        cfg = build_config(tiny_config(tmp_path, corpus, train={"train_steps": 2, "save_interval": 1,
+                                                                 "output_dir": str(mnt / "run")}))
+        with pytest.raises(UserError, match=rf"no space left on {mnt} while writing checkpoint .*step_1"):
+            run(cfg)
+        assert checkpoint.read_latest(mnt / "run") is None
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
