@@ -342,6 +342,20 @@ def read_meta(prefix: str | os.PathLike) -> dict | None:
     return meta
 
 
+def max_token_id(corpus: IndexedCorpus) -> int:
+    """The largest token id in ``corpus``: ``max_token_id`` from its ``.meta.json`` (written at build time),
+    else computed once by a bounded-memory scan of the ``.bin`` (-1 for an empty corpus)."""
+    recorded = (corpus.meta or {}).get("max_token_id")
+    if isinstance(recorded, int):
+        return recorded
+    data = np.memmap(bin_path(corpus.prefix), dtype=corpus.dtype, mode="r", shape=(corpus.num_tokens,)) \
+        if corpus.num_tokens else np.zeros(0, corpus.dtype)
+    top, step = -1, 1 << 24
+    for start in range(0, data.size, step):
+        top = max(top, int(data[start:start + step].max()))
+    return top
+
+
 def resolve_prefixes(prefix: str | os.PathLike) -> list[str]:
     """Expand a corpus prefix to the prefixes holding data.
 
@@ -395,6 +409,7 @@ class IndexedCorpusWriter:
         self._doc_ends: list[int] = [0]
         self._count = 0
         self._tokens = 0
+        self._max_id = -1  # largest token id written: training checks it against the vocabulary on load
         self._hash = hashlib.sha256()
         self._stack: contextlib.ExitStack | None = None
 
@@ -439,6 +454,9 @@ class IndexedCorpusWriter:
                 except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
                     raise write_error(bin_path(self.prefix), exc) from None
                 self._hash.update(block)
+                usable = len(block) - len(block) % self.dtype.itemsize
+                if usable:
+                    self._max_id = max(self._max_id, int(np.frombuffer(block[:usable], self.dtype).max()))
                 remaining -= len(block)
         self._lengths.append(np.asarray(corpus.sequence_lengths, dtype=np.int32))
         self._doc_ends.extend((np.asarray(corpus.document_indices[1:]) + self._count).tolist())
@@ -450,6 +468,7 @@ class IndexedCorpusWriter:
             raise RuntimeError("IndexedCorpusWriter must be used as a context manager")
         if arr.size and self._max is not None:
             lo, hi = arr.min(), arr.max()
+            self._max_id = max(self._max_id, int(hi))
             if hi > self._max or lo < self._min:
                 raise UserError(
                     f"{bin_path(self.prefix)}: token id {int(hi if hi > self._max else lo)} does not fit the "
@@ -539,6 +558,7 @@ class IndexedCorpusWriter:
                         sequences=len(lengths),
                         sentences=len(lengths),  # INTERFACES.md name: one sequence per sentence
                         tokens=self._tokens,
+                        max_token_id=self._max_id,  # -1: no tokens
                         checksums={
                             "bin_sha256": self._hash.hexdigest(),
                             "idx_sha256": hashlib.sha256(idx_bytes).hexdigest(),

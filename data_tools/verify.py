@@ -54,8 +54,11 @@ def verify_prefix(prefix: str, checksums: bool = True) -> dict:
         if leaf in node and node[leaf] != actual:
             raise UserError(f"{mpath}: says {key}={node[leaf]!r} but the corpus has {actual!r} (stale or foreign .meta.json)")
     vocab = (meta.get("tokenizer") or {}).get("vocab_size")
-    if checksums or vocab:
+    if checksums or vocab or "max_token_id" in meta:
         digest, top = _scan_bin(c)
+        if "max_token_id" in meta and meta["max_token_id"] != top:
+            raise UserError(f"{mpath}: says max_token_id={meta['max_token_id']!r} but the largest id in "
+                            f"{bin_path(prefix)} is {top} (stale or foreign .meta.json)")
         if vocab and top >= vocab:
             raise UserError(f"{bin_path(prefix)}: token id {top} >= the tokenizer's vocab_size {vocab} ({mpath})")
         if checksums and sums:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus
+from data_tools.indexed import IndexedCorpus, max_token_id
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 from pretrain.config import RunConfig
 from pretrain.engine import DistEnv
@@ -53,6 +53,14 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[li
                 raise UserError(
                     f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
                     f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
+                )
+            # Every id must index the embedding table: a corpus without a sidecar (or merged with --force)
+            # vouches for no tokenizer, and an id past the vocabulary would fail mid-run (or read garbage).
+            top = max_token_id(corpus)
+            if top >= tokenizer.vocab_size:
+                raise UserError(
+                    f"{key}[{i}]: {shard} holds token id {top}, but data.tokenizer {tokenizer.path} has "
+                    f"{tokenizer.vocab_size} ids; expected the tokenizer the corpus was built with"
                 )
         out.append(shards)
     return out
