@@ -31,7 +31,7 @@ MAY_CHANGE = (
     "optim.lr", "optim.min_lr", "optim.warmup_steps", "optim.warmup_ratio", "optim.clip_grad",
     "train.train_steps", "train.train_tokens", "train.log_interval", "train.eval_interval", "train.eval_batches",
     "train.save_interval", "train.keep_last", "train.exit_interval", "train.peak_tflops", "train.progress",
-    "train.log_sample_ids", "train.micro_batch", "data.num_workers",
+    "train.log_sample_ids", "train.micro_batch", "data.num_workers", "data.cache_dir",
 )
 # Not settings of the run: where it lives (a run directory may be moved) and how this launch resumes.
 IGNORED = ("train.output_dir", "train.resume")
