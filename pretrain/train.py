@@ -160,8 +160,10 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
     resume_tag = _check_output_dir(cfg)
     run_dir = Path(cfg.train.output_dir)
     changes = {}
-    if resume_tag is not None:  # a damaged `latest` falls back to the previous complete checkpoint
-        resume_tag = checkpoint.usable_tag(run_dir, resume_tag, fall_back=cfg.train.resume == "auto")  # settings that cannot change mid-run are refused before anything is written
+    if resume_tag is not None:
+        # A damaged `latest` falls back to the previous complete checkpoint; settings that cannot change
+        # mid-run are refused before anything is written.
+        resume_tag = checkpoint.usable_tag(run_dir, resume_tag, fall_back=cfg.train.resume == "auto")
         changes = resume_settings.check_resume(cfg, run_dir, resume_tag, checkpoint.step_of(resume_tag))
     data = build_data(cfg, dist)
     init_distributed(dist)
