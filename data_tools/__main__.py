@@ -7,6 +7,7 @@ import itertools
 import json
 import sys
 
+from data_tools.atomic import remove_new_dirs_on_error
 from data_tools.errors import run_cli
 
 EXAMPLES = """examples:
@@ -25,16 +26,18 @@ EXAMPLES = """examples:
 def cmd_extract_wiki(a: argparse.Namespace) -> None:
     from data_tools.extract import extract_wiki
 
-    r = extract_wiki(a.dump, a.output, workers=a.workers, headings=a.headings, min_chars=a.min_chars,
-                     progress=not a.quiet, index=a.index)
+    with remove_new_dirs_on_error(a.output):
+        r = extract_wiki(a.dump, a.output, workers=a.workers, headings=a.headings, min_chars=a.min_chars,
+                         progress=not a.quiet, index=a.index)
     print(r.summary())
 
 
 def cmd_extract_owt(a: argparse.Namespace) -> None:
     from data_tools.extract import extract_owt
 
-    r = extract_owt(a.source, a.output, dedup=a.dedup, skip_bad=a.skip_bad, min_chars=a.min_chars,
-                    progress=not a.quiet)
+    with remove_new_dirs_on_error(a.output):
+        r = extract_owt(a.source, a.output, dedup=a.dedup, skip_bad=a.skip_bad, min_chars=a.min_chars,
+                        progress=not a.quiet, max_doc_bytes=a.max_doc_bytes)
     print(r.summary())
 
 
@@ -43,7 +46,7 @@ def cmd_train_tokenizer(a: argparse.Namespace) -> None:
     from data_tools.sources import BadInputPolicy, read_documents
     from data_tools.tokenizer import train_tokenizer
 
-    policy = BadInputPolicy(skip=a.skip_bad)
+    policy = BadInputPolicy(skip=a.skip_bad, max_doc_bytes=a.max_doc_bytes)
     docs = read_documents(a.inputs, json_key=a.json_key, policy=policy, kind=a.input_kind)
     sentences = (s for d in docs for s in split_sentences(d.text))
     if a.max_sentences:
@@ -73,16 +76,19 @@ def cmd_build(a: argparse.Namespace) -> None:
         raise UserError("--task-index, --executor, --address and --fresh need --tasks N")
     from data_tools.build import build
 
-    r = build(a.inputs, a.tokenizer, a.output, workers=a.workers or 1, shards=a.shards, shard_size=a.shard_size,
-              dtype=a.dtype, json_key=a.json_key, skip_bad=a.skip_bad, split_sentences=not a.no_split,
-              input_kind=a.input_kind, progress=not a.quiet)
+    with remove_new_dirs_on_error(a.output):  # a failed build leaves no empty output directory
+        r = build(a.inputs, a.tokenizer, a.output, workers=a.workers or 1, shards=a.shards,
+                  shard_size=a.shard_size, dtype=a.dtype, json_key=a.json_key, skip_bad=a.skip_bad,
+                  split_sentences=not a.no_split, input_kind=a.input_kind, progress=not a.quiet,
+                  max_doc_bytes=a.max_doc_bytes)
     print(r.summary())
 
 
 def cmd_merge(a: argparse.Namespace) -> None:
     from data_tools.merge import merge
 
-    c = merge(a.inputs, a.output, force=a.force)
+    with remove_new_dirs_on_error(a.output):
+        c = merge(a.inputs, a.output, force=a.force)
     print(f"merged {len(a.inputs)} input(s) -> {c.prefix}: {c.num_documents:,} documents, {len(c):,} sentences, "
           f"{c.num_tokens:,} tokens")
 
@@ -117,6 +123,15 @@ def _common_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-kind", default="auto", choices=["auto", "jsonl", "text", "wiki", "owt"],
                    help="force the input reader (default: from the file name)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad documents (and report how many) instead of stopping")
+    _max_doc_bytes(p)
+
+
+def _max_doc_bytes(p: argparse.ArgumentParser) -> None:
+    from data_tools.sources import MAX_DOC_BYTES
+
+    p.add_argument("--max-doc-bytes", type=int, default=MAX_DOC_BYTES, metavar="N",
+                   help=f"largest document (or input line) read, decompressed; bigger ones are bad input "
+                        f"(default {MAX_DOC_BYTES:,}: memory stays bounded on a decompression bomb)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -149,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True, help="JSONL to write")
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate documents")
-    p.add_argument("--skip-bad", action="store_true", help="skip unsafe members / non-UTF-8 documents")
+    p.add_argument("--skip-bad", action="store_true", help="skip unsafe members / non-UTF-8 / oversized documents")
+    _max_doc_bytes(p)
     p.add_argument("--min-chars", type=int, default=1, help="drop documents shorter than this")
 
     p = add("train-tokenizer", cmd_train_tokenizer, "train a WordPiece or SentencePiece tokenizer on documents",
@@ -191,7 +207,8 @@ def parser() -> argparse.ArgumentParser:
             "python -m data_tools merge corpus/wiki corpus/owt -o corpus/all")
     p.add_argument("inputs", nargs="+", help="corpus prefixes")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--force", action="store_true", help="merge even if built with different tokenizers")
+    p.add_argument("--force", action="store_true", help="merge even if the inputs were built with different tokenizers, or some record none "
+                   "(the output's tokenizer is then recorded as unknown)")
 
     p = add("inspect", cmd_inspect, "counts, length histogram, decode a document or sentence",
             "python -m data_tools inspect corpus/wiki --document 0 --tokenizer tok/")

@@ -7,9 +7,12 @@ in the project (corpora, caches, configs, checkpoints' markers, metrics, exports
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +59,48 @@ def ensure_parent(path: str | os.PathLike) -> Path:
     return path
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_output_file(path: str | os.PathLike) -> None:
+    """UserError if ``path`` exists and is not a regular file: renaming a new file onto ``/dev/null`` (as root) or
+    a FIFO would replace it, and a directory cannot take a file's place."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    for test, kind in _KINDS:
+        if test(mode):
+            raise UserError(f"{path}: is {kind}, not a regular file; refusing to replace it (choose a file path)")
+
+
+def mount_point(path: Path) -> str:
+    path = path.resolve()
+    with contextlib.suppress(OSError):
+        dev = path.stat().st_dev
+        while path.parent != path and path.parent.stat().st_dev == dev:
+            path = path.parent
+    return str(path)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> UserError:
+    """One line for a failed write of ``path``: a full disk names the file system (and frees nothing)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = Path(path).parent if Path(path).parent.exists() else Path(".")
+        return UserError(f"no space left on {mount_point(where)} while writing {path}; free space or write "
+                         "elsewhere, then rerun")
+    return UserError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed."""
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
+
+    Raises:
+        UserError: ``path`` is a device, FIFO or directory; the disk filled up (naming it and ``path``).
+    """
+    check_output_file(path)
     path = ensure_parent(path)
     tmp = _tmp_name(path)
     try:
@@ -67,9 +109,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise write_error(path, exc) from None
+        raise
+
+
+def remove_stale_tmp(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left beside it (``.NAME.XXXXXXXX.tmp``, as
+    ``atomic_path`` names them); returns them. Run before writing ``path`` again."""
+    path = Path(path)
+    pattern = re.compile(r"\." + re.escape(path.name) + r"\.[A-Za-z0-9_]{8}\.tmp")
+    try:
+        stale = [path.parent / e for e in os.listdir(path.parent) if pattern.fullmatch(e)]
+    except OSError:
+        return []
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return stale
+
+
+@contextlib.contextmanager
+def remove_new_dirs_on_error(path: str | os.PathLike) -> Iterator[None]:
+    """On an error in the block, remove the directories above ``path`` that did not exist before it and are
+    still empty: a failed build or extract leaves no empty output directory behind."""
+    new = []
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists():
+        new.append(parent)
+        parent = parent.parent
+    try:
+        yield
+    except BaseException:
+        for d in new:  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
 
 
@@ -89,6 +166,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is moved aside first and deleted only after the new one is in place, so a reader
     sees the old complete directory or the new complete one, never a mix.
     """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{path}: exists and is not a directory; refusing to replace it")
     path = ensure_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -214,6 +214,7 @@ def build(
     split_sentences: bool = True,
     input_kind: str = "auto",
     progress: bool = True,
+    max_doc_bytes: int = 0,
 ) -> BuildResult:
     """Tokenize documents into a Megatron MMIDIDX corpus.
 
@@ -230,6 +231,7 @@ def build(
         split_sentences: one sequence per sentence (BERT pairs); False = one per document.
         input_kind: force a reader (``jsonl``, ``text``, ``wiki``, ``owt``).
         progress: show a progress bar on stderr.
+        max_doc_bytes: largest document read (0: ``sources.MAX_DOC_BYTES``); bigger ones are bad input.
 
     Returns:
         a :class:`BuildResult`.
@@ -241,7 +243,7 @@ def build(
     tok = load_tokenizer(tokenizer)
     dt = choose_dtype(dtype, tok.vocab_size)
     sharded = shards is not None or shard_size is not None
-    policy = BadInputPolicy(skip=skip_bad)
+    policy = BadInputPolicy(skip=skip_bad, max_doc_bytes=max_doc_bytes)
     docs = read_documents(inputs, json_key=json_key, policy=policy, kind=input_kind, raw_wiki=True)
     meta = {
         "format": "MMIDIDX",

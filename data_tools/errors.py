@@ -37,3 +37,12 @@ def run_cli(main: Callable[[], T]) -> T:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(141) from None
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A writer that does not name its file itself: still one line, never a traceback for a full disk.
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on device{where} ({exc.strerror}); free space and rerun", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_tools.atomic import atomic_open
+from data_tools.atomic import atomic_open, remove_stale_tmp
 from data_tools.errors import UserError
 from data_tools.parallel import ordered_map
 from data_tools.sources import BadInputPolicy, Document
@@ -105,6 +105,7 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 def _write_jsonl(docs: Iterable[Document], output: str | os.PathLike, result: ExtractResult, min_chars: int,
                  bar: tqdm, stats: dict | None = None) -> None:
     start = time.perf_counter()
+    remove_stale_tmp(output)  # left by a killed run writing the same output
     with atomic_open(output, "w", encoding="utf-8") as fh:
         for doc in docs:
             bar.update(1)
@@ -191,6 +192,7 @@ def extract_owt(
     skip_bad: bool = False,
     min_chars: int = 1,
     progress: bool = True,
+    max_doc_bytes: int = 0,
 ) -> ExtractResult:
     """Extract OpenWebText (tar of ``.xz`` archives, a folder of them, or a folder of ``.txt``) to JSONL.
 
@@ -201,11 +203,12 @@ def extract_owt(
         skip_bad: skip unsafe members and non-UTF-8 documents (counted) instead of stopping.
         min_chars: drop documents shorter than this.
         progress: progress bar on stderr.
+        max_doc_bytes: largest document read (0: ``sources.MAX_DOC_BYTES``); bigger ones are bad input.
     """
     source = Path(source)
     if not source.exists():
         raise UserError(f"{source}: input not found")
-    policy = BadInputPolicy(skip=skip_bad)
+    policy = BadInputPolicy(skip=skip_bad, max_doc_bytes=max_doc_bytes)
     result = ExtractResult(output=str(output))
     start = time.perf_counter()
     with tqdm(desc="extract-owt", unit=" docs", disable=not progress, file=sys.stderr, mininterval=1) as bar:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.atomic import atomic_path, ensure_parent, write_json
+from data_tools.atomic import atomic_path, check_output_file, ensure_parent, write_error, write_json
 from data_tools.errors import UserError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -342,6 +342,20 @@ def read_meta(prefix: str | os.PathLike) -> dict | None:
     return meta
 
 
+def max_token_id(corpus: IndexedCorpus) -> int:
+    """The largest token id in ``corpus``: ``max_token_id`` from its ``.meta.json`` (written at build time),
+    else computed once by a bounded-memory scan of the ``.bin`` (-1 for an empty corpus)."""
+    recorded = (corpus.meta or {}).get("max_token_id")
+    if isinstance(recorded, int):
+        return recorded
+    data = np.memmap(bin_path(corpus.prefix), dtype=corpus.dtype, mode="r", shape=(corpus.num_tokens,)) \
+        if corpus.num_tokens else np.zeros(0, corpus.dtype)
+    top, step = -1, 1 << 24
+    for start in range(0, data.size, step):
+        top = max(top, int(data[start:start + step].max()))
+    return top
+
+
 def resolve_prefixes(prefix: str | os.PathLike) -> list[str]:
     """Expand a corpus prefix to the prefixes holding data.
 
@@ -395,18 +409,21 @@ class IndexedCorpusWriter:
         self._doc_ends: list[int] = [0]
         self._count = 0
         self._tokens = 0
+        self._max_id = -1  # largest token id written: training checks it against the vocabulary on load
         self._hash = hashlib.sha256()
         self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> IndexedCorpusWriter:
         ensure_parent(idx_path(self.prefix))
         self._stack = contextlib.ExitStack()
+        for path in (bin_path(self.prefix), idx_path(self.prefix), meta_path(self.prefix)):
+            check_output_file(path)
         try:
             self._bin_tmp = self._stack.enter_context(atomic_path(bin_path(self.prefix)))
             self._fh = self._stack.enter_context(open(self._bin_tmp, "wb"))
         except OSError as exc:
             self._stack.close()
-            raise UserError(f"{bin_path(self.prefix)}: cannot write ({exc.strerror})") from None
+            raise write_error(bin_path(self.prefix), exc) from None
         return self
 
     def add_sequence(self, tokens: Sequence[int] | np.ndarray) -> None:
@@ -432,8 +449,14 @@ class IndexedCorpusWriter:
                 block = src.read(min(_HASH_BLOCK, remaining))
                 if not block:
                     raise UserError(f"{bin_path(corpus.prefix)}: shorter than its index says")
-                self._fh.write(block)
+                try:
+                    self._fh.write(block)
+                except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
+                    raise write_error(bin_path(self.prefix), exc) from None
                 self._hash.update(block)
+                usable = len(block) - len(block) % self.dtype.itemsize
+                if usable:
+                    self._max_id = max(self._max_id, int(np.frombuffer(block[:usable], self.dtype).max()))
                 remaining -= len(block)
         self._lengths.append(np.asarray(corpus.sequence_lengths, dtype=np.int32))
         self._doc_ends.extend((np.asarray(corpus.document_indices[1:]) + self._count).tolist())
@@ -445,6 +468,7 @@ class IndexedCorpusWriter:
             raise RuntimeError("IndexedCorpusWriter must be used as a context manager")
         if arr.size and self._max is not None:
             lo, hi = arr.min(), arr.max()
+            self._max_id = max(self._max_id, int(hi))
             if hi > self._max or lo < self._min:
                 raise UserError(
                     f"{bin_path(self.prefix)}: token id {int(hi if hi > self._max else lo)} does not fit the "
@@ -454,7 +478,7 @@ class IndexedCorpusWriter:
         try:
             self._fh.write(data)
         except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
-            raise UserError(f"{bin_path(self.prefix)}: write failed ({exc.strerror or exc})") from None
+            raise write_error(bin_path(self.prefix), exc) from None
         self._hash.update(data)
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if int(lengths.sum()) != arr.size:
@@ -497,7 +521,10 @@ class IndexedCorpusWriter:
     def _finish(self, stack: contextlib.ExitStack) -> None:
         if self._doc_ends[-1] != self._count:  # sequences after the last end_document form a document
             self.end_document()
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise write_error(bin_path(self.prefix), exc) from None
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
         pointers = np.zeros(len(lengths), np.int64)
         if len(lengths) > 1:
@@ -531,6 +558,7 @@ class IndexedCorpusWriter:
                         sequences=len(lengths),
                         sentences=len(lengths),  # INTERFACES.md name: one sequence per sentence
                         tokens=self._tokens,
+                        max_token_id=self._max_id,  # -1: no tokens
                         checksums={
                             "bin_sha256": self._hash.hexdigest(),
                             "idx_sha256": hashlib.sha256(idx_bytes).hexdigest(),
@@ -540,5 +568,5 @@ class IndexedCorpusWriter:
                     )
                     write_json(meta_path(self.prefix), meta)
         except OSError as exc:
-            raise UserError(f"{ipath}: cannot write ({exc.strerror})") from None
+            raise write_error(ipath, exc) from None
 

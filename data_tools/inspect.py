@@ -59,7 +59,7 @@ def _tokenizer_for(corpus: IndexedCorpus, path: str | os.PathLike | None) -> Tok
             return None
         path = stored
     tok = load_tokenizer(path)
-    if meta_tok.get("fingerprint") not in (None, tok.fingerprint):
+    if meta_tok.get("fingerprint") not in (None, "unknown", tok.fingerprint):  # "unknown": a forced merge
         raise UserError(f"{path}: this tokenizer (fingerprint {tok.fingerprint}) did not build {corpus.prefix} "
                         f"(built with {meta_tok['fingerprint']})")
     return tok

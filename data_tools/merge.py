@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_tools.atomic import atomic_path, write_json
+from data_tools.atomic import atomic_path, write_error, write_json
 from data_tools.errors import UserError
 from data_tools.indexed import (
     CODE_OF_DTYPE,
@@ -95,6 +95,7 @@ def _stream(inputs: list[_Input], output: str, meta: dict | None) -> None:
     with contextlib.suppress(FileNotFoundError):  # never a stale .idx beside the new .bin
         ipath.unlink()
     bin_hash, idx_hash = hashlib.sha256(), hashlib.sha256()
+    top = -1
     with atomic_path(bin_path(output)) as btmp, open(btmp, "wb") as out:
         for inp in inputs:
             remaining = inp.tokens * itemsize
@@ -103,8 +104,14 @@ def _stream(inputs: list[_Input], output: str, meta: dict | None) -> None:
                     block = src.read(min(_BLOCK, remaining))
                     if not block:
                         raise UserError(f"{bin_path(inp.prefix)}: shorter than its index says")
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as exc:  # e.g. disk full: the temporary .bin is removed on the way out
+                        raise write_error(bin_path(output), exc) from None
                     bin_hash.update(block)
+                    usable = len(block) - len(block) % itemsize
+                    if usable:  # the largest id, recorded for the trainer's vocabulary check
+                        top = max(top, int(np.frombuffer(block[:usable], dtype).max()))
                     remaining -= len(block)
     with atomic_path(ipath) as itmp, open(itmp, "wb") as out:  # the .idx last: only now does it look complete
 
@@ -134,11 +141,59 @@ def _stream(inputs: list[_Input], output: str, meta: dict | None) -> None:
             first += inp.sequences
         if meta is not None:
             meta.update(dtype=dtype.name, documents=nd - 1, sequences=n, sentences=n,
-                        tokens=sum(i.tokens for i in inputs))
+                        tokens=sum(i.tokens for i in inputs), max_token_id=top)
             out.flush()
             meta["checksums"] = {"bin_sha256": bin_hash.hexdigest(), "idx_sha256": idx_hash.hexdigest(),
                                  "bin_bytes": pointer, "idx_bytes": HEADER_SIZE + 12 * n + 8 * nd}
             write_json(meta_path(output), meta)
+
+UNKNOWN = "unknown"
+"""The tokenizer fingerprint a ``--force`` merge records when its inputs do not vouch for one tokenizer."""
+
+
+def compatible_meta(corpora: list, force: bool = False) -> dict | None:
+    """Check that ``corpora`` (objects with ``prefix``, ``dtype``, ``meta``) can be concatenated and return the merged corpus's sidecar (None: no input has one).
+
+    Every input must have the same dtype. Tokenizers: inputs that name the same fingerprint merge as that
+    tokenizer. An input without a fingerprint (no ``.meta.json``, or one without ``tokenizer``) cannot
+    vouch for its ids, so mixing it with fingerprinted inputs, or mixing different fingerprints, is
+    refused unless ``force``; a forced merge records the tokenizer as ``"unknown"`` (never the first
+    input's, which would make ``verify``/``inspect``/training trust ids from another vocabulary).
+
+    Raises:
+        UserError: differing dtypes; differing or missing tokenizers without ``force``.
+    """
+    prefixes = [c.prefix for c in corpora]
+    dtypes = {c.dtype.name for c in corpora}
+    if len(dtypes) > 1:
+        raise UserError(f"cannot merge corpora of different dtypes ({', '.join(sorted(dtypes))}): {', '.join(prefixes)}")
+    fingerprints = {c.prefix: ((c.meta or {}).get("tokenizer") or {}).get("fingerprint") for c in corpora}
+    known = set(fingerprints.values()) - {None}
+    unvouched = [p for p, fp in fingerprints.items() if fp in (None, UNKNOWN)]
+    if len(known - {UNKNOWN}) > 1 and not force:
+        raise UserError(
+            f"inputs were built with different tokenizers (fingerprints {', '.join(sorted(known))}); "
+            "merging them mixes vocabularies (use --force if they are compatible)"
+        )
+    if unvouched and known - {UNKNOWN} and not force:
+        raise UserError(
+            f"{unvouched[0]}: no tokenizer fingerprint (no .meta.json, or a merge of unknown tokenizers), while "
+            f"other inputs were built with {', '.join(sorted(known - {UNKNOWN}))}; its ids may come from another "
+            "vocabulary (rebuild it with `build`, or pass --force to merge anyway: the output's tokenizer is "
+            "then recorded as unknown)"
+        )
+    metas = [c.meta for c in corpora if c.meta]
+    if not metas:
+        return None
+    meta = {k: metas[0][k] for k in ("format", "splitter", "sequence") if k in metas[0]}
+    for key in ("splitter", "sequence"):
+        if len({m.get(key) for m in metas}) > 1 or len(metas) < len(corpora):
+            meta[key] = UNKNOWN
+    if len(known) == 1 and not unvouched:
+        meta["tokenizer"] = metas[0]["tokenizer"]
+    else:  # forced: record what the inputs said, claim none of it
+        meta["tokenizer"] = {"fingerprint": UNKNOWN, "merged_fingerprints": sorted(map(str, known))}
+    return meta
 
 
 def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, force: bool = False) -> IndexedCorpus:
@@ -147,21 +202,19 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, force: boo
     Args:
         inputs: corpus prefixes.
         output: output prefix.
-        force: merge even if the sidecars name different tokenizers.
+        force: merge even if the inputs do not vouch for one tokenizer (the output's is then "unknown").
 
     Returns:
         the merged corpus.
 
     Raises:
-        UserError: differing dtypes or tokenizers, output among the inputs.
+        UserError: differing dtypes or tokenizers (see ``compatible_meta``), output among the inputs.
     """
     prefixes = [p for prefix in inputs for p in resolve_prefixes(prefix)]
     output = os.fspath(output)
     checked = _check(prefixes, output, force)
-    first_meta = next((i.meta for i in checked if i.meta), None)
-    meta = None
-    if first_meta is not None:
-        meta = {k: first_meta[k] for k in ("format", "tokenizer", "splitter", "sequence") if k in first_meta}
+    meta = compatible_meta(checked, force)
+    if meta is not None:
         meta["merged_from"] = prefixes
     _stream(checked, output, meta)
     # Not validated again: written just now from validated inputs, and a validating open would page the

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import numpy as np
 
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus, bin_path, idx_path, meta_path, resolve_prefixes
+from data_tools.indexed import IndexedCorpus, bin_path, idx_path, meta_path, read_meta, resolve_prefixes
 
 _BLOCK = 1 << 22
 
@@ -42,14 +43,22 @@ def verify_prefix(prefix: str, checksums: bool = True) -> dict:
     if meta is None:
         return report
     mpath = meta_path(prefix)
-    for key, actual in (("dtype", c.dtype.name), ("documents", c.num_documents), ("sequences", len(c)),
-                        ("tokens", c.num_tokens)):
-        if key in meta and meta[key] != actual:
-            raise UserError(f"{mpath}: says {key}={meta[key]!r} but the corpus has {actual!r} (stale or foreign .meta.json)")
-    vocab = (meta.get("tokenizer") or {}).get("vocab_size")
     sums = meta.get("checksums") or {}
-    if checksums or vocab:
+    if not isinstance(sums, dict):
+        raise UserError(f"{mpath}: checksums: expected an object, got {sums!r}")
+    facts = (("format", "MMIDIDX"), ("dtype", c.dtype.name), ("documents", c.num_documents), ("sequences", len(c)),
+             ("sentences", len(c)), ("tokens", c.num_tokens), ("checksums.bin_bytes", c.bin_size),
+             ("checksums.idx_bytes", os.path.getsize(idx_path(prefix))))
+    for key, actual in facts:
+        node, leaf = (sums, key.split(".")[1]) if key.startswith("checksums.") else (meta, key)
+        if leaf in node and node[leaf] != actual:
+            raise UserError(f"{mpath}: says {key}={node[leaf]!r} but the corpus has {actual!r} (stale or foreign .meta.json)")
+    vocab = (meta.get("tokenizer") or {}).get("vocab_size")
+    if checksums or vocab or "max_token_id" in meta:
         digest, top = _scan_bin(c)
+        if "max_token_id" in meta and meta["max_token_id"] != top:
+            raise UserError(f"{mpath}: says max_token_id={meta['max_token_id']!r} but the largest id in "
+                            f"{bin_path(prefix)} is {top} (stale or foreign .meta.json)")
         if vocab and top >= vocab:
             raise UserError(f"{bin_path(prefix)}: token id {top} >= the tokenizer's vocab_size {vocab} ({mpath})")
         if checksums and sums:
@@ -72,9 +81,19 @@ def verify(prefix: str | os.PathLike, checksums: bool = True) -> list[dict]:
     Raises:
         UserError: the first broken invariant, naming the file.
     """
-    reports = [verify_prefix(p, checksums) for p in resolve_prefixes(prefix)]
+    prefixes = resolve_prefixes(prefix)
+    reports = [verify_prefix(p, checksums) for p in prefixes]
     for key in ("dtype", "tokenizer"):
         values = {r.get(key) for r in reports} - {None}
         if len(values) > 1:
             raise UserError(f"{prefix}: shards disagree on {key} ({', '.join(sorted(map(str, values)))})")
+    if prefixes != [os.fspath(prefix)]:  # a sharded prefix: each shard's sidecar says which one it is, of how many
+        for p in prefixes:
+            meta = read_meta(p) or {}
+            number = int(re.search(r"_(\d{5})$", p).group(1))
+            if meta.get("shard", number) != number:
+                raise UserError(f"{meta_path(p)}: says shard={meta['shard']!r} but the file is shard {number} (renamed?)")
+            if meta.get("num_shards", len(prefixes)) != len(prefixes):
+                raise UserError(f"{meta_path(p)}: says num_shards={meta['num_shards']!r} but {prefix} has "
+                                f"{len(prefixes)} shard(s) (one is missing, or left over from another build)")
     return reports

@@ -15,12 +15,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
 from data_tools.errors import run_cli
 
 S = argparse.SUPPRESS
+
+
+def _number(kind: type, low: float, strict: bool = False):
+    """An argparse ``type``: a finite ``kind`` ≥ ``low`` (> ``low`` when ``strict``); nan/inf are refused."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} {'>' if strict else '≥'} {low:g}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -150,21 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="accuracy (or F1) under an embedding-space PGD attack")
     p.add_argument("--model", required=True, help="a fine-tuned directory (e.g. RUN/best)")
     p.add_argument("--data", required=True, help="a classify table or a SQuAD JSON file")
-    p.add_argument("--eps", type=float, nargs="+", required=True,
+    p.add_argument("--eps", type=_number(float, 0), nargs="+", required=True,
                    help="per-token radii in --units (0 = clean); relative: fractions of each token's embedding norm")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps")
-    p.add_argument("--step-size", dest="step_size", type=float, default=None, help="default 2.5*eps/steps")
+    p.add_argument("--steps", type=_number(int, 1), default=10, help="PGD steps (at least 1)")
+    p.add_argument("--step-size", dest="step_size", type=_number(float, 0, strict=True), default=None, help="default 2.5*eps/steps")
     p.add_argument("--norm", default="l2", choices=("l2", "linf"),
                    help="per-token ball (default l2, as ALUM's default perturbation)")
     p.add_argument("--units", default="relative", choices=("relative", "absolute"),
                    help="relative (default, as ALUM's default: ε·‖x_t‖ per token) or absolute embedding units")
     p.add_argument("--site", default="embedding_output", choices=("embedding_output", "word_embeddings"),
                    help="where δ is added (default: where ALUM perturbs)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
-    p.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=None)
-    p.add_argument("--doc-stride", dest="doc_stride", type=int, default=128)
+    p.add_argument("--batch-size", dest="batch_size", type=_number(int, 1), default=32)
+    p.add_argument("--max-seq-len", dest="max_seq_len", type=_number(int, 8), default=None)
+    p.add_argument("--doc-stride", dest="doc_stride", type=_number(int, 0), default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_number(int, 1), default=None, help="torch CPU threads")
     p.add_argument("--task", default=None)
     p.add_argument("--text-a", dest="text_a", default=None)
     p.add_argument("--text-b", dest="text_b", default=None)

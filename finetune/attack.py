@@ -20,6 +20,7 @@ of the strongest attack tried, and it is non-increasing in Îµ by construction. Î
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,10 +172,12 @@ def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, ste
     Returns:
         ``{"metric", "results": [{"eps", metric, ...}], ...}``.
     """
-    if any(e < 0 for e in eps):
-        raise UserError(f"--eps: got {eps}, expected values >= 0")
-    if steps < 0:
-        raise UserError(f"--steps: got {steps}, expected an integer >= 0")
+    if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
+        raise UserError(f"--eps: got {eps}, expected finite values >= 0")
+    if steps < 1 and any(e > 0 for e in eps):  # 0 steps would report the clean score as the attacked one
+        raise UserError(f"--steps: got {steps}, expected at least 1 PGD step for eps > 0")
+    if step_size is not None and (not math.isfinite(step_size) or step_size <= 0):
+        raise UserError(f"--step-size: got {step_size}, expected a finite value > 0")
     if units == "relative" and norm != "l2":
         raise UserError(f"--units relative: needs --norm l2 (got --norm {norm}); use --units absolute for linf")
     if threads:

@@ -28,7 +28,7 @@ class AlumOptions(AlumSection):
 class TrainOptions(BaseModel):
     """What every fine-tuning command shares."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf are never a meaningful setting
     model: Path
     train: Path
     dev: Path
@@ -65,7 +65,8 @@ class QAOptions(TrainOptions):
     """``python -m finetune qa``."""
 
     max_seq_len: int = Field(384, ge=32)
-    doc_stride: int = Field(128, ge=0)
+    doc_stride: int | None = Field(None, ge=0)
+    """Tokens between window starts; None = max_seq_len // 3 (128 at BERT's 384, as Hugging Face's examples)."""
     max_answer_len: int = Field(30, ge=1)
     n_best: int = Field(20, ge=1)
     null_threshold: float = 0.0
@@ -74,6 +75,8 @@ class QAOptions(TrainOptions):
 
     @model_validator(mode="after")
     def _stride_fits(self) -> QAOptions:
+        if self.doc_stride is None:
+            self.doc_stride = self.max_seq_len // 3
         if self.doc_stride >= self.max_seq_len // 2:
             raise ValueError(f"doc_stride: got {self.doc_stride}, expected less than max_seq_len/2 "
                              f"({self.max_seq_len // 2}) so that windows advance")
@@ -118,6 +121,9 @@ def load_options(cls: type[TrainOptions], config_path: str | None, overrides: di
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "config"
-        given = f", got {err['input']!r}" if err.get("type") != "missing" else ""
-        where = f"{config_path}: " if config_path else ""
-        raise UserError(f"{where}{loc}: {err['msg']}{given}") from None
+        if err["type"] == "value_error":  # a whole-model check: its message names the fields (its input is
+            raise UserError(err["msg"].removeprefix("Value error, ")) from None  # the entire config: not shown)
+        given = f", got {err['input']!r}" if err["type"] != "missing" and not isinstance(err.get("input"), dict) else ""
+        # Blame the flag when the value came from the command line, the JSON file otherwise.
+        where = f"command line: --{loc.replace('.', '-').replace('_', '-')}: " if loc in overrides else f"{config_path}: " if config_path else ""
+        raise UserError(f"{where}{'' if loc in overrides else loc + ': '}{err['msg']}{given}") from None

@@ -89,8 +89,10 @@ def load_task_model(model_dir: str | Path, task: str, num_labels: int = 2, id2la
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
     try:
         model = cls.from_pretrained(str(model_dir), ignore_mismatched_sizes=True, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{model_dir}: cannot load weights ({str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors/pickle errors share no base class; one line each
+        from pretrain.model import weights_error
+
+        raise weights_error(model_dir, exc) from None
     check_tokenizer_fits(model, tok, model_dir)
     return model, tok
 

@@ -85,6 +85,9 @@ def _read_qa(path: Path, raw: str, where: str, qa: dict, context: str, v2: bool)
         answers = []
     elif not answers and not v2:
         raise UserError(f"{path}:{line}: question {qid!r} has no answers; SQuAD v1.1 expects at least one")
+    elif not answers and qa.get("is_impossible") is False:  # says answerable, gives no answer: not "unanswerable"
+        raise UserError(f"{path}:{line}: question {qid!r} has is_impossible: false but no answers; expected "
+                        "answers, or is_impossible: true")
     ex = QAExample(qid, qa["question"], context, line=line)
     for ans in answers:
         if not isinstance(ans, dict) or "text" not in ans or "answer_start" not in ans:

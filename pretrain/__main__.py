@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="run config JSON (see pretrain/config.py)")
     t.add_argument("--resume", default=None, help="auto | never | step_<N> (overrides train.resume)")
     t.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by launchers")
+    t.add_argument("--trust-checkpoint", action="store_true",
+                   help="resume from checkpoint files that need more than tensors and plain data to load (full "
+                        "unpickling can run code in the file: only for checkpoints you made)")
     d = sub.add_parser("prepare-data", help="build every sample index and blend map of a run before training",
                        epilog="Takes the same --section.key VALUE overrides as train. Training then only maps the "
                               "cached files (data.cache_dir, default beside each corpus).",
@@ -45,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("-o", "--output", required=True, help="output directory (must not exist, or be empty)")
     e.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    e.add_argument("--trust-checkpoint", action="store_true",
+                   help="load checkpoint files that need more than tensors and plain data (full unpickling can "
+                        "run code in the file: only for checkpoints you made)")
     r = sub.add_parser("config-reference", help="print the run-config reference (Markdown, from the typed model)",
                        epilog="example: python -m pretrain config-reference --update-readme README.md")
     r.add_argument("--update-readme", metavar="README", default=None,
@@ -62,7 +68,7 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     cfg = load_config(args.config, overrides)
     try:
         local_rank = args.local_rank if args.local_rank is not None else args.launcher_local_rank
-        result = run(cfg, local_rank=local_rank)
+        result = run(cfg, local_rank=local_rank, trust_checkpoint=args.trust_checkpoint)
     finally:
         shutdown_distributed()
     if result.rank == 0 and result.eval is not None:
@@ -95,13 +101,14 @@ def _prepare_data(args: argparse.Namespace, overrides: list[str]) -> None:
         print(f"  {f}")
 
 
-def export(run_dir: str | Path, output: str | Path, step: int | None = None) -> Path:
+def export(run_dir: str | Path, output: str | Path, step: int | None = None, trust_checkpoint: bool = False) -> Path:
     """Write a checkpoint of ``run_dir`` as a Hugging Face directory.
 
     Args:
         run_dir: The run directory.
         output: The HF directory to create.
         step: Which checkpoint (default: the one ``latest`` names).
+        trust_checkpoint: Load with DeepSpeed's unrestricted unpickling (``--trust-checkpoint``).
     Returns:
         The output directory.
     """
@@ -119,7 +126,7 @@ def export(run_dir: str | Path, output: str | Path, step: int | None = None) -> 
         raise UserError(f"{run_dir}: not a run directory (no config.json)")
     cfg = build_config(load_json(cfg_file), str(cfg_file))
     tag = checkpoint.resolve_tag(run_dir, step)
-    state = checkpoint.consolidated_state_dict(run_dir, tag)
+    state = checkpoint.consolidated_state_dict(run_dir, tag, trust=trust_checkpoint)
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     model = build_export_model(cfg, tokenizer)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if rest:
             raise UserError(f"export: unknown arguments {' '.join(rest)}")
-        export(args.run_dir, args.output, args.step)
+        export(args.run_dir, args.output, args.step, trust_checkpoint=args.trust_checkpoint)
 
 
 if __name__ == "__main__":

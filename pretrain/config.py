@@ -24,7 +24,9 @@ from data_tools.errors import UserError
 
 class _Section(BaseModel):
     # Attribute docstrings become field descriptions: the README's config reference is generated from them.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: nan/inf never make sense as a setting (nan even passes no bound: every comparison fails).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -268,6 +270,14 @@ class RunConfig(_Section):
     train: TrainConfig
 
     @model_validator(mode="after")
+    def _check_positions_fit_samples(self) -> RunConfig:
+        m = self.model
+        if m.init_from is None and m.max_position_embeddings < self.data.max_seq_len:
+            raise ValueError(f"model.max_position_embeddings: {m.max_position_embeddings} positions cannot hold "
+                             f"samples of data.max_seq_len={self.data.max_seq_len} tokens; expected at least that")
+        return self
+
+    @model_validator(mode="after")
     def _check_arch_fits_samples(self) -> RunConfig:
         if self.model.arch == "roberta" and self.data.style == "bert":
             raise ValueError("model.arch: 'roberta' has a single token type, but data.style='bert' makes "
@@ -377,10 +387,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def override_keys(overrides: list[str]) -> set[str]:
+    """The dotted keys that command-line ``overrides`` set (``--train.micro_batch 8`` → ``train.micro_batch``)."""
+    keys = set()
+    for token in overrides:
+        if token.startswith("--") and len(token) > 2:
+            keys.add(token[2:].split("=", 1)[0].replace("-", "_"))
+    return keys
+
+
+def _format_error(source: str, exc: ValidationError, overridden: set[str] = frozenset()) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    if loc in overridden:  # the value came from the command line, not from the file
+        source = f"command line --{loc}"
+    elif overridden and err["type"] == "value_error":
+        source = f"{source} with command-line overrides --{', --'.join(sorted(overridden))}"
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key {loc!r}"
     if err["type"] == "missing":
@@ -392,12 +415,13 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"{source}: {loc}: {msg}{given_txt}"
 
 
-def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a raw dict into a ``RunConfig``; UserError naming the key on any problem."""
+def build_config(raw: dict[str, Any], source: str = "config", overridden: set[str] = frozenset()) -> RunConfig:
+    """Validate a raw dict into a ``RunConfig``; UserError naming the key (and the command line for a key in
+    ``overridden``) on any problem."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_format_error(source, exc)) from None
+        raise UserError(_format_error(source, exc, overridden)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -410,7 +434,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         The validated ``RunConfig``. Relative paths in it are resolved against the current directory.
     """
     raw = apply_overrides(load_json(path), overrides or [])
-    return build_config(raw, str(path))
+    return build_config(raw, str(path), override_keys(overrides or []))
 
 
 # ------------------------------------------------------------------------------- DeepSpeed JSON checks

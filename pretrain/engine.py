@@ -12,8 +12,10 @@ a process learns its rank:
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +84,46 @@ def init_distributed(dist: DistEnv) -> None:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(dist.local_rank)
+    if dist.rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":  # rank 0 hosts the store
+        wait_for_port(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
     # auto_mpi_discovery off: discover_dist_env already mapped the MPI variables, and DeepSpeed's own
     # discovery would re-initialise MPI and guess the master address from the hostname.
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+
+
+def wait_for_port(addr: str, port: int, timeout: float = 30.0) -> None:
+    """Wait until rank 0 can listen on ``addr:port`` (the rendezvous), or UserError naming the port.
+
+    A run killed a moment ago may still hold it in an exiting process; a few seconds fix that. Anything
+    else on the port (another job) gets one line instead of DeepSpeed's EADDRINUSE traceback.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"MASTER_ADDR {addr}: cannot resolve it ({exc})") from None
+    family, _, _, _, sockaddr = infos[0]
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(sockaddr)
+                return
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:  # not an address of this machine: not ours to check
+                    return
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        if time.monotonic() > deadline:
+            raise UserError(f"MASTER_PORT {port} on {addr} is in use (another job, or a killed run's processes); "
+                            f"stop it or choose another port, e.g. MASTER_PORT={port + 1} (deepspeed --master_port)")
+        if not said:
+            print(f"waiting for port {addr}:{port} (in use, e.g. by a run killed a moment ago)", file=sys.stderr,
+                  flush=True)
+            said = True
+        time.sleep(0.5)
 
 
 def shutdown_distributed() -> None:

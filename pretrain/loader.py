@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus
+from data_tools.indexed import IndexedCorpus, max_token_id
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 from pretrain.config import RunConfig
 from pretrain.engine import DistEnv
@@ -49,10 +49,18 @@ def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[li
                     f"{tokenizer.path} has vocab size {tokenizer.vocab_size}; expected the same tokenizer"
                 )
             fp = meta.get("fingerprint")
-            if fp is not None and fp != tokenizer.fingerprint:
+            if fp not in (None, "unknown") and fp != tokenizer.fingerprint:  # "unknown": merge --force
                 raise UserError(
                     f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
                     f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
+                )
+            # Every id must index the embedding table: a corpus without a sidecar (or merged with --force)
+            # vouches for no tokenizer, and an id past the vocabulary would fail mid-run (or read garbage).
+            top = max_token_id(corpus)
+            if top >= tokenizer.vocab_size:
+                raise UserError(
+                    f"{key}[{i}]: {shard} holds token id {top}, but data.tokenizer {tokenizer.path} has "
+                    f"{tokenizer.vocab_size} ids; expected the tokenizer the corpus was built with"
                 )
         out.append(shards)
     return out
@@ -89,6 +97,22 @@ class _ById(torch.utils.data.Dataset):
         sample = self.ds.get(n % self.size, epoch=n // self.size)
         sample["sample_id"] = np.int64(n)
         return sample
+
+
+def die_with_parent(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: the kernel kills the worker when its trainer dies (kill -9 included).
+
+    Otherwise a worker notices only at its next parent check (~5 s), holding what it inherited from the
+    fork meanwhile, the rendezvous port among it: a rerun right after a kill would find MASTER_PORT busy.
+    """
+    import contextlib
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class TrainData:
@@ -133,6 +157,7 @@ class TrainData:
             _ById(self.train, self.train_size), batch_size=c.train.micro_batch, sampler=sampler,
             collate_fn=collate, num_workers=c.data.num_workers, generator=torch.Generator().manual_seed(0),
             prefetch_factor=4 if c.data.num_workers else None, persistent_workers=False, drop_last=True,
+            worker_init_fn=die_with_parent,
         )
         return iter(self._loader)
 

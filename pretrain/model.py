@@ -17,6 +17,7 @@ embeddings function, and ``pretrain.objective.PretrainObjective`` (what DeepSpee
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -437,6 +438,29 @@ def load_model(
         raise UserError(f"{hf_dir / 'config.json'}: model_type {config.model_type!r}, expected 'bert' or 'roberta'")
     try:
         hf = hf_class.from_pretrained(hf_dir, local_files_only=True, attn_implementation=attn_implementation)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{hf_dir}: cannot load the model weights ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors/pickle errors share no base class; one line each
+        raise weights_error(hf_dir, exc) from None
     return PretrainModel(hf.train())
+
+
+def weights_error(hf_dir: str | Path, exc: BaseException) -> UserError:
+    """One line for weights a Hugging Face directory cannot give: the file, what is wrong, what to do.
+
+    transformers loads ``pytorch_model.bin`` with ``weights_only=True``: a pickle that holds anything but
+    tensors (possibly code) is refused, never run; a truncated ``model.safetensors`` fails its header check.
+    """
+    import pickle
+
+    hf_dir = Path(hf_dir)
+    files = [hf_dir / n for n in ("model.safetensors", "pytorch_model.bin") if (hf_dir / n).exists()]
+    where = files[0] if files else hf_dir
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in str(exc).lower():
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = found.group(1) if found else "Python objects"
+        return UserError(f"{where}: holds {what}, not just tensors; refusing to unpickle it (it could run code); "
+                         "use a model.safetensors from a source you trust")
+    if type(exc).__name__ == "SafetensorError" or isinstance(exc, (EOFError, RuntimeError, OSError, ValueError)):
+        return UserError(f"{where}: cannot load the model weights ({type(exc).__name__}: {first}); the file is "
+                         "damaged or incomplete: export or download it again")
+    raise exc

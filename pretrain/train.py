@@ -21,7 +21,7 @@ import torch
 
 from data_tools.atomic import write_json, write_text
 from data_tools.errors import UserError
-from pretrain import checkpoint, elastic
+from pretrain import checkpoint, elastic, resume_settings
 from pretrain.config import RunConfig, config_dump, deepspeed_dict
 from pretrain.engine import (
     DistEnv,
@@ -89,7 +89,7 @@ def _build_encoder(cfg: RunConfig, tok) -> torch.nn.Module:
     return build_model(
         vocab_size=tok.vocab_size, arch=m.arch or cfg.data.style, hidden_size=m.hidden_size,
         num_layers=m.num_layers, num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-        max_position_embeddings=max(m.max_position_embeddings, cfg.data.max_seq_len), dropout=m.dropout,
+        max_position_embeddings=m.max_position_embeddings, dropout=m.dropout,
         nsp=cfg.data.nsp, pad_token_id=tok.pad_id, cls_token_id=tok.cls_id, sep_token_id=tok.sep_id,
         seed=cfg.train.seed,
     )
@@ -155,12 +155,13 @@ def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torc
     return stats, wait
 
 
-def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
+def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = False) -> TrainResult:
     """Train (or resume) the run described by ``cfg``.
 
     Args:
         cfg: The run config.
         local_rank: The launcher's ``--local_rank``, if any.
+        trust_checkpoint: Resume with DeepSpeed's unrestricted unpickling (``--trust-checkpoint``).
     Returns:
         A ``TrainResult``. The caller tears the process group down (``engine.shutdown_distributed``).
     """
@@ -168,9 +169,15 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     # Validate every input before the first write: a bad run leaves nothing behind.
     validate_deepspeed(deepspeed_dict(cfg, dist.world_size), cfg.train.deepspeed_config)
     resume_tag = _check_output_dir(cfg)
+    run_dir = Path(cfg.train.output_dir)
+    changes = {}
+    if resume_tag is not None:
+        # A damaged `latest` falls back to the previous complete checkpoint; settings that cannot change
+        # mid-run are refused before anything is written.
+        resume_tag = checkpoint.usable_tag(run_dir, resume_tag, fall_back=cfg.train.resume == "auto")
+        changes = resume_settings.check_resume(cfg, run_dir, resume_tag, checkpoint.step_of(resume_tag))
     data = build_data(cfg, dist)
     init_distributed(dist)
-    run_dir = Path(cfg.train.output_dir)
     # A checkpoint written at another world size is converted to DeepSpeed's universal format first.
     resume = elastic.plan(run_dir, resume_tag, dist.world_size, dist.rank) if resume_tag else None
 
@@ -184,15 +191,22 @@ def run(cfg: RunConfig, local_rank: int | None = None) -> TrainResult:
     checkpoint.remove_unfinished(run_dir, dist.rank)
     if resume_tag is not None:
         client = (elastic.load(engine, resume, dist.rank, cfg.train.seed) if resume
-                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank))
+                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank, trust=trust_checkpoint))
         step, consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
         model.alum_steps = client.get("alum_steps", 0)  # keeps the gain probes on the straight run's steps
+        resume_settings.apply_lr_schedule(engine, cfg)  # a changed LR schedule takes effect from this step
         if dist.rank == 0:
             truncate_jsonl(run_dir / "metrics.jsonl", step)
-    if dist.rank == 0:
-        write_json(run_dir / "config.json", config_dump(cfg))
-        write_json(run_dir / "deepspeed_config.json", ds)
+            resume_settings.record_changes(run_dir, step, changes)
+            if changes:
+                print(f"resuming {resume_tag} with changed settings: "
+                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+                      + f" (recorded in {run_dir / resume_settings.HISTORY})", flush=True)
+    if dist.rank == 0:  # the record of how the run started; a resume never rewrites it
+        resume_settings.write_initial_config(run_dir, cfg)
+        if not (run_dir / "deepspeed_config.json").exists():
+            write_json(run_dir / "deepspeed_config.json", ds)
 
     total = cfg.total_steps()
     ga = engine.gradient_accumulation_steps()

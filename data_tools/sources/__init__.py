@@ -44,6 +44,43 @@ class BadInputPolicy:
     skip: bool = False
     skipped: int = 0
     examples: list[str] = field(default_factory=list)
+    max_doc_bytes: int = 0
+    """Largest document (or JSONL/text line) read, in bytes; a bigger one is bad input, found while streaming so
+    memory stays bounded on a decompression bomb. 0 = ``MAX_DOC_BYTES``."""
+
+    def __post_init__(self) -> None:
+        if self.max_doc_bytes < 0:
+            raise UserError(f"--max-doc-bytes {self.max_doc_bytes}: expected a positive number of bytes")
+        self.max_doc_bytes = self.max_doc_bytes or MAX_DOC_BYTES
+
+    def too_big(self, where: str) -> None:
+        """Report a document over ``max_doc_bytes`` (raises unless skipping)."""
+        self.bad(f"{where}: document larger than --max-doc-bytes {self.max_doc_bytes:,} (a decompression bomb, or "
+                 "not text); raise --max-doc-bytes if it is real")
+
+    def read_capped(self, fh: IO[bytes], where: str) -> bytes | None:
+        """Read a whole member/file, at most ``max_doc_bytes``; None (reported) if it is bigger."""
+        data = fh.read(self.max_doc_bytes + 1)
+        if len(data) > self.max_doc_bytes:
+            del data
+            self.too_big(where)
+            return None
+        return data
+
+    def lines(self, fh: IO[bytes], where: str) -> Iterator[tuple[int, bytes | None]]:
+        """``(line number, raw line)`` of a stream, each read with the cap: an over-long line is reported,
+        skipped in bounded blocks, and yielded as None (so its document can be dropped)."""
+        limit = self.max_doc_bytes
+        lineno = 0
+        while raw := fh.readline(limit + 1):
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                self.too_big(f"{where}:{lineno}")
+                yield lineno, None
+                continue
+            yield lineno, raw
 
     def bad(self, message: str) -> None:
         """Report a bad document: raises ``UserError(message)`` unless skipping."""
@@ -58,6 +95,9 @@ class BadInputPolicy:
         """One line for the end-of-run summary ("" when nothing was skipped)."""
         return f"skipped {self.skipped} bad document(s) (--skip-bad)" if self.skipped else ""
 
+
+MAX_DOC_BYTES = 64 << 20
+"""Default ``--max-doc-bytes``: far above any real article or web page, far below a machine's memory."""
 
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
@@ -164,6 +204,28 @@ def read_documents(
         raise UserError(f"{', '.join(map(str, paths))}: no documents found (empty input)")
 
 
+def inside_folder(root: Path, paths: list[Path], policy: BadInputPolicy) -> list[Path]:
+    """The regular files among ``paths`` (found under folder ``root``) that stay inside it.
+
+    A symbolic link whose target lies outside ``root`` (``notes.txt -> /etc/passwd``), or is not a regular
+    file (a FIFO, a device), is bad input: reading it would put data from elsewhere on the machine into the
+    output, or block forever. Links inside the folder are followed.
+    """
+    top = root.resolve()
+    kept = []
+    for p in paths:
+        real = p.resolve()
+        if p.is_symlink() and real != top and top not in real.parents:
+            policy.bad(f"{p}: symbolic link to {real}, outside the input folder {root}; refusing to read it "
+                       "(copy the file into the folder if it belongs to the corpus)")
+        elif not real.is_file():
+            if not real.is_dir():  # a FIFO or device would block or never end; a broken link has nothing
+                policy.bad(f"{p}: not a regular file; refusing to read it")
+        else:
+            kept.append(p)
+    return kept
+
+
 def decode_utf8(data: bytes, where: str) -> str:
     """Decode ``data`` as UTF-8 or raise a UserError naming ``where`` and the bad byte offset."""
     try:
@@ -184,4 +246,4 @@ def document_from_bytes(data: bytes, where: str, doc_id: str, policy: BadInputPo
     return Document(id=doc_id, text=text) if text else None
 
 
-__all__ = ["Document", "BadInputPolicy", "read_documents", "open_binary", "decode_utf8", "document_from_bytes", "input_kind"]
+__all__ = ["Document", "BadInputPolicy", "inside_folder", "MAX_DOC_BYTES", "read_documents", "open_binary", "decode_utf8", "document_from_bytes", "input_kind"]

@@ -44,9 +44,17 @@ def read_jsonl(path: Path, json_key: str = "text", policy: BadInputPolicy | None
     ranged = end >= 0
     with open_binary(path) if not ranged else contextlib.nullcontext(_lines_in_range(path, start, end)) as fh:
         try:
-            for lineno, raw in enumerate(fh, 1):  # noqa: B007 - lineno is used after the loop for errors
+            # Unranged: lines read with the --max-doc-bytes cap (bounded memory on a bomb); a byte range's lines
+            # come from _lines_in_range and are checked against the cap after reading.
+            lines = policy.lines(fh, str(path)) if not ranged else enumerate(fh, 1)
+            for lineno, raw in lines:  # noqa: B007 - lineno is used after the loop for errors
                 where = f"{path}@{byte}" if ranged and start > 0 else f"{path}:{lineno}"
+                if raw is None:  # over --max-doc-bytes, reported
+                    continue
                 byte += len(raw)
+                if ranged and len(raw) > policy.max_doc_bytes:
+                    policy.too_big(where)
+                    continue
                 if not raw.strip():
                     continue
                 try:

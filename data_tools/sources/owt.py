@@ -7,7 +7,11 @@ Archives are streamed, never extracted. Members are still checked as an extracto
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import hashlib
+import lzma
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from data_tools.sources import (
     Document,
     decompress_error,
     document_from_bytes,
+    inside_folder,
 )
 from data_tools.sources.text import read_text
 
@@ -39,19 +44,41 @@ def _check_member(member: tarfile.TarInfo, where: str) -> str | None:
     return None
 
 
+_MAGIC = ((b"\xfd7zXZ\x00", lzma.open), (b"\x1f\x8b", gzip.open), (b"BZh", bz2.open))
+
+
+@contextlib.contextmanager
+def _open_tar(fileobj: IO[bytes] | None, where: str, name: str | None = None) -> Iterator[tarfile.TarFile]:
+    """A tar stream over ``fileobj`` (or the file ``name``), decompressed by a bounded reader.
+
+    tarfile's own ``r|*`` decompresses each 10 KB block of input whole: on a bomb one block becomes tens of
+    megabytes at once, and skipping a member re-copies that buffer per block (memory and time explode). The
+    ``lzma``/``gzip``/``bz2`` file readers decompress at most what is asked for.
+    """
+    with contextlib.ExitStack() as stack:
+        raw = fileobj if fileobj is not None else stack.enter_context(open(name, "rb"))  # noqa: SIM115
+        head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+        opener = next((op for magic, op in _MAGIC if head.startswith(magic)), None)
+        stream = stack.enter_context(opener(raw, "rb")) if opener else raw
+        try:
+            tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r|"))
+        except tarfile.ReadError as exc:
+            raise UserError(f"{where}: not a readable tar archive ({exc})") from None
+        yield tar
+
+
 def _iter_tar(fileobj: IO[bytes] | None, where: str, policy: BadInputPolicy, name: str | None = None):
     """Yield ``(member, fileobj)`` for each regular member of a tar stream (any compression)."""
-    try:
-        tar = tarfile.open(name=name, fileobj=fileobj, mode="r|*")  # noqa: SIM115 - closed by the with below
-    except tarfile.ReadError as exc:
-        raise UserError(f"{where}: not a readable tar archive ({exc})") from None
-    with tar:
+    with _open_tar(fileobj, where, name) as tar:
         for member in tar:
             reason = _check_member(member, where)
             if reason:
                 policy.bad(reason)
                 continue
             if not member.isfile():
+                continue
+            if member.size > policy.max_doc_bytes and not member.name.endswith(".xz"):
+                policy.too_big(f"{where}/{member.name}")  # skipped by the tar stream in blocks, never held
                 continue
             yield member, tar.extractfile(member)
 
@@ -60,10 +87,12 @@ def _xz_documents(fileobj: IO[bytes] | None, where: str, policy: BadInputPolicy,
     for member, fh in _iter_tar(fileobj, where, policy, name):
         if not member.name.endswith(".txt"):
             continue
-        yield from _one_document(fh.read(), f"{where}/{member.name}", policy)
+        yield from _one_document(policy.read_capped(fh, f"{where}/{member.name}"), f"{where}/{member.name}", policy)
 
 
-def _one_document(data: bytes, where: str, policy: BadInputPolicy) -> Iterator[Document]:
+def _one_document(data: bytes | None, where: str, policy: BadInputPolicy) -> Iterator[Document]:
+    if data is None:  # over --max-doc-bytes, already reported
+        return
     doc = document_from_bytes(data, where, where, policy)
     if doc is not None:
         yield doc
@@ -94,7 +123,7 @@ def read_owt(path: Path, policy: BadInputPolicy | None = None, dedup: bool = Fal
 def _read(path: Path, policy: BadInputPolicy) -> Iterator[Document]:
     try:
         if path.is_dir():
-            archives = sorted(p for p in path.rglob("*.xz") if p.is_file())
+            archives = inside_folder(path, sorted(path.rglob("*.xz")), policy)
             if not archives:
                 yield from read_text(path, policy)
                 return
@@ -113,7 +142,7 @@ def _read(path: Path, policy: BadInputPolicy) -> Iterator[Document]:
             if member.name.endswith(".xz"):
                 yield from _xz_documents(fh, where, policy)
             elif member.name.endswith(".txt"):
-                yield from _one_document(fh.read(), where, policy)
+                yield from _one_document(policy.read_capped(fh, where), where, policy)
     except UserError:
         raise
     except tarfile.ReadError as exc:
@@ -126,7 +155,7 @@ def list_kind(path: Path) -> str:
     """``"outer"`` for the OpenWebText tar (holding ``.xz`` or ``.txt`` members), ``"inner"`` for one subset
     archive (a ``.xz`` tar holding ``.txt``). Decided by the first member."""
     try:
-        with tarfile.open(str(path), mode="r|*") as tar:
+        with _open_tar(None, str(path), str(path)) as tar:
             for member in tar:
                 if member.isfile():
                     return "inner" if member.name.endswith(".txt") and path.suffix == ".xz" else "outer"

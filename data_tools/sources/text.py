@@ -13,6 +13,7 @@ from data_tools.sources import (
     Document,
     decompress_error,
     document_from_bytes,
+    inside_folder,
     open_binary,
 )
 
@@ -25,19 +26,19 @@ def read_text(path: Path, policy: BadInputPolicy | None = None) -> Iterator[Docu
     """
     policy = policy or BadInputPolicy()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        for f in files:
-            doc = document_from_bytes(_read_bytes(f), str(f), str(f.relative_to(path)), policy)
+        for f in inside_folder(path, sorted(path.rglob("*.txt")), policy):
+            data = _read_bytes(f, policy)
+            doc = None if data is None else document_from_bytes(data, str(f), str(f.relative_to(path)), policy)
             if doc is not None:
                 yield doc
         return
     yield from _blocks(path, policy)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, policy: BadInputPolicy) -> bytes | None:
     try:
         with open_binary(path) as fh:
-            return fh.read()
+            return policy.read_capped(fh, str(path))
     except DECOMPRESS_ERRORS as exc:
         if isinstance(exc, UserError):
             raise
@@ -49,7 +50,10 @@ def _blocks(path: Path, policy: BadInputPolicy) -> Iterator[Document]:
     start, bad = 1, False
     with open_binary(path) as fh:
         try:
-            for lineno, raw in enumerate(fh, 1):
+            for lineno, raw in policy.lines(fh, str(path)):
+                if raw is None:  # over --max-doc-bytes (reported): drop the document it belongs to
+                    bad = True
+                    continue
                 try:
                     line = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:

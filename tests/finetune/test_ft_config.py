@@ -48,3 +48,50 @@ def test_non_utf8_table_is_a_clear_error(tmp_path):
     path.write_bytes("sentence\tlabel\nok\tpos\ncaf\xe9 cr\xe8me\tneg\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1\.tsv:3: not UTF-8 text \(byte 4 of the line\)"):
         read_examples(path, TaskLayout())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "nan"], "argument --eps: expected a finite float ≥ 0, got 'nan'"),
+    (["--eps", "0.1", "inf"], "argument --eps: expected a finite float ≥ 0, got 'inf'"),
+    (["--eps", "-0.1"], "argument --eps: expected a finite float ≥ 0"),
+    (["--eps", "0.1", "--steps", "0"], "argument --steps: expected a finite int ≥ 1, got '0'"),
+    (["--eps", "0.1", "--step-size", "nan"], "argument --step-size: expected a finite float > 0"),
+])
+def test_attack_numbers_must_be_finite_and_in_range(tmp_path, args, message):
+    from ft_helpers import cli
+
+    code, out, err = cli("attack", "--model", str(tmp_path), "--data", str(tmp_path / "d.tsv"), *args)
+    assert code == 2 and message in err and out == "", err
+    assert not (tmp_path / "attack.json").exists()
+
+
+def test_run_attack_refuses_nan_and_zero_steps(tmp_path):
+    from finetune.attack import run_attack
+
+    with pytest.raises(UserError, match="--eps: .* expected finite values >= 0"):
+        run_attack(str(tmp_path), str(tmp_path / "d.tsv"), eps=[float("nan")])
+    with pytest.raises(UserError, match="--steps: got 0, expected at least 1 PGD step"):
+        run_attack(str(tmp_path), str(tmp_path / "d.tsv"), eps=[0.0, 0.1], steps=0)
+
+
+def test_nan_options_and_command_line_blame(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": "m", "train": "t", "dev": "d", "output_dir": "o"}))
+    with pytest.raises(UserError, match=r"^command line: --lr: Input should be a finite number"):
+        load_options(ClassifyOptions, str(cfg), {"lr": float("nan")})
+    with pytest.raises(UserError, match=r"c\.json: alum\.eps: Input should be a finite number"):
+        cfg.write_text(json.dumps({"model": "m", "train": "t", "dev": "d", "output_dir": "o",
+                                   "alum": {"eps": float("inf")}}))
+        load_options(ClassifyOptions, str(cfg), {})
+
+
+def test_qa_stride_follows_a_short_max_seq_len():
+    from finetune.config import QAOptions
+
+    opts = load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64})
+    assert opts.doc_stride == 21
+    assert load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o"}).doc_stride == 128
+    with pytest.raises(UserError, match=r"^doc_stride: got 40, expected less than max_seq_len/2 \(32\)") as err:
+        load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64,
+                                       "doc_stride": 40})
+    assert "'model'" not in str(err.value)  # not the whole config

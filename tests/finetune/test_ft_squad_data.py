@@ -73,3 +73,10 @@ def test_windows_cover_long_contexts_and_map_answers_through_offsets(arch, tiny_
     ends[rows, f["end_positions"]] = 10.0
     preds, _ = extract_answers(examples, f, starts, ends, v2=False)
     assert preds == {f"q{i}": a for i, a in enumerate(answers)}
+
+
+def test_v2_answerable_question_without_answers_is_an_error(tmp_path):
+    bad = {"id": "q9", "question": "Who?", "answers": [], "is_impossible": False}
+    path = squad_file(tmp_path / "s.json", [qa("q1", "Where?", "France"), bad], version="v2.0")
+    with pytest.raises(UserError, match=r"s\.json:\d+: question 'q9' has is_impossible: false but no answers"):
+        read_squad(path)

@@ -73,8 +73,8 @@ def test_two_processes(tmp_path, corpus, launcher, stage):
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
 
     assert checkpoint.read_latest(run_dir) == "step_8"
-    assert {p.name for p in (run_dir / "checkpoints" / "step_8").glob("trainer_state_rank*.pt")} == {
-        "trainer_state_rank0.pt", "trainer_state_rank1.pt"}
+    assert {p.name for p in (run_dir / "checkpoints" / "step_8").glob("trainer_state_rank*.json")} == {
+        "trainer_state_rank0.json", "trainer_state_rank1.json"}
     cfg = build_config(json.loads((run_dir / "config.json").read_text()))
     from data_tools.tokenizer import load_tokenizer
 
