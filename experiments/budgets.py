@@ -1,0 +1,66 @@
+"""How big a replication run is: ``tiny`` (CI), ``quick`` (≤ 15 min on 2 cores), ``full`` (≤ 90 min).
+
+Every arm of one budget gets the same model, the same samples in the same order and the same number of
+optimizer steps; only the ALUM options differ. ``for_device("cuda")`` scales the model and the budget for a
+GPU (pre-training runs there; fine-tuning and the attacks stay on the CPU, where ``finetune`` runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes of one replication run."""
+
+    name: str
+    # data
+    vocab_size: int = 4000
+    bbc_limit: int | None = None  # BBC training articles kept (tiny runs only)
+    wiki_limit: int | None = None  # Wikipedia articles kept (tiny runs only)
+    # model
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 2
+    seq_len: int = 64
+    # pre-training from scratch (one process; global batch = micro batch)
+    batch: int = 32
+    pretrain_steps: int = 600
+    lr: float = 2e-3
+    warmup_ratio: float = 0.06
+    eval_samples: int = 256
+    # continual pre-training from the plain checkpoint (the paper's RoBERTa setting)
+    continual_steps: int = 200
+    continual_lr: float = 5e-4
+    # fine-tuning (finetune classify) and attacks (finetune attack)
+    finetune_epochs: float = 2.0
+    finetune_lr: float = 1e-3
+    finetune_batch: int = 16
+    finetune_seq_len: int = 64
+    # finetune attack's default units: a fraction of each token's embedding norm (ALUM's default ε is 0.1)
+    attack_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+    attack_steps: int = 3
+    wordbug_examples: int = 0  # dev examples attacked with TextAttack's DeepWordBug (0 = off)
+    tasks: tuple[str, ...] = ("bbc", "polarity")
+    seeds: int = 3
+    workers: int = 2
+
+
+BUDGETS = {
+    "tiny": Budget(name="tiny", vocab_size=600, bbc_limit=120, wiki_limit=10, hidden=32, layers=1, heads=2, seq_len=32, batch=8,
+                   pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4, finetune_epochs=0.5,
+                   finetune_seq_len=32, attack_eps=(0.0, 0.1), attack_steps=1, tasks=("bbc",), seeds=1),
+    "quick": Budget(name="quick"),
+    "full": Budget(name="full", hidden=128, layers=2, seq_len=128, pretrain_steps=1500, continual_steps=500,
+                   finetune_epochs=3.0, finetune_seq_len=128),
+}
+
+
+def for_device(budget: Budget, device: str) -> Budget:
+    """The budget on ``device``: ``cuda`` gets a wider, deeper model trained 4× longer."""
+    if device == "cpu":
+        return budget
+    return replace(budget, hidden=budget.hidden * 2, layers=budget.layers * 2, heads=budget.heads * 2,
+                   pretrain_steps=budget.pretrain_steps * 4, continual_steps=budget.continual_steps * 4,
+                   batch=budget.batch * 2)
