@@ -9,51 +9,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from demo.pipeline import RECIPE
+
 
 @dataclass(frozen=True)
 class Budget:
-    """Sizes of one replication run."""
+    """Sizes of one replication run; model and optimiser default to the demo's pre-training recipe."""
 
     name: str
     # data
-    vocab_size: int = 4000
+    vocab_size: int = RECIPE.vocab_size
     bbc_limit: int | None = None  # BBC training articles kept (tiny runs only)
+    bbc_dev_limit: int | None = None  # BBC dev articles kept (tiny runs only)
     wiki_limit: int | None = None  # Wikipedia articles kept (tiny runs only)
     # model
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 2
-    seq_len: int = 64
+    hidden: int = RECIPE.hidden
+    layers: int = RECIPE.layers
+    heads: int = RECIPE.heads
+    seq_len: int = RECIPE.seq_len
+    dropout: float = RECIPE.dropout
     # pre-training from scratch (one process; global batch = micro batch)
-    batch: int = 32
+    batch: int = RECIPE.batch
     pretrain_steps: int = 600
-    lr: float = 2e-3
-    warmup_ratio: float = 0.06
-    eval_samples: int = 256
+    lr: float = RECIPE.lr
+    warmup_ratio: float = RECIPE.warmup_ratio
+    eval_samples: int = 512
     # continual pre-training from the plain checkpoint (the paper's RoBERTa setting)
     continual_steps: int = 200
-    continual_lr: float = 5e-4
+    continual_lr: float = 1e-3
     # fine-tuning (finetune classify) and attacks (finetune attack)
     finetune_epochs: float = 2.0
     finetune_lr: float = 1e-3
     finetune_batch: int = 16
-    finetune_seq_len: int = 64
+    finetune_seq_len: int = RECIPE.seq_len
     # finetune attack's default units: a fraction of each token's embedding norm (ALUM's default ε is 0.1)
     attack_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
     attack_steps: int = 3
-    wordbug_examples: int = 0  # dev examples attacked with TextAttack's DeepWordBug (0 = off)
     tasks: tuple[str, ...] = ("bbc", "polarity")
     seeds: int = 3
     workers: int = 2
 
 
 BUDGETS = {
-    "tiny": Budget(name="tiny", vocab_size=600, bbc_limit=120, wiki_limit=10, hidden=32, layers=1, heads=2, seq_len=32, batch=8,
-                   pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4, finetune_epochs=0.5,
-                   finetune_seq_len=32, attack_eps=(0.0, 0.1), attack_steps=1, tasks=("bbc",), seeds=1),
+    "tiny": Budget(name="tiny", vocab_size=500, bbc_limit=120, bbc_dev_limit=60, wiki_limit=5, hidden=32, layers=1,
+                   heads=2, batch=8, pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4,
+                   finetune_epochs=0.5, attack_eps=(0.0, 0.1), attack_steps=1, tasks=("bbc",), seeds=1),
     "quick": Budget(name="quick"),
-    "full": Budget(name="full", hidden=128, layers=2, seq_len=128, pretrain_steps=1500, continual_steps=500,
-                   finetune_epochs=3.0, finetune_seq_len=128),
+    "full": Budget(name="full", pretrain_steps=2000, continual_steps=600, finetune_epochs=3.0, seeds=5),
 }
 
 

