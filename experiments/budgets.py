@@ -54,7 +54,7 @@ BUDGETS = {
     "tiny": Budget(name="tiny", vocab_size=500, bbc_limit=120, bbc_dev_limit=60, wiki_limit=5, hidden=32, layers=1,
                    heads=2, batch=8, pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4,
                    finetune_epochs=0.5, attack_eps=(0.0, 0.1), attack_steps=1, tasks=("bbc",), seeds=1),
-    "quick": Budget(name="quick"),
+    "quick": Budget(name="quick", tasks=("bbc",)),
     "full": Budget(name="full", pretrain_steps=2000, continual_steps=600, finetune_epochs=3.0, seeds=5),
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 from data_tools.atomic import atomic_open, write_json
@@ -26,6 +27,7 @@ from data_tools.inspect import unigram_entropy
 from data_tools.samples_data import package_dir, wiki_dump_path
 from data_tools.sentences import split_sentences
 from data_tools.sources import read_documents
+from data_tools.sources.wiki import iter_articles, page_document
 from data_tools.tokenizer import load_tokenizer, train_tokenizer
 
 POLARITY = "test/test_data/pang_lee_polarity.cor"
@@ -81,9 +83,13 @@ def prepare(out: Path, vocab_size: int, tasks: tuple[str, ...] = ("bbc", "polari
     if bbc_dev_limit is not None:
         _truncate_lines(out / "bbc" / "dev.tsv", bbc_dev_limit + 1)
     wiki = out / "wiki.jsonl"
-    extract_wiki(wiki_dump_path(), wiki, workers=1, progress=False)
-    if wiki_limit is not None:
-        _truncate_lines(wiki, wiki_limit)
+    if wiki_limit is None:
+        extract_wiki(wiki_dump_path(), wiki, workers=1, progress=False)
+    else:  # the first articles only, without cleaning the rest of the dump (tiny runs)
+        pages = (page_document(p) for p in iter_articles(wiki_dump_path()))
+        docs = islice((d for d in pages if d.text), wiki_limit)
+        with atomic_open(wiki, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
     news = out / "bbc_train.jsonl"
     with atomic_open(news, "w", encoding="utf-8") as fh:
         for i, row in enumerate(_read_tsv(out / "bbc" / "train.tsv")):
