@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from demo.pipeline import RECIPE
+from pretrain.alum import AlumConfig
+
+# ε of finetune attack, in its default units (a fraction of each token's embedding norm, the default ALUM
+# variant's units): a third of, exactly, and twice ALUM's own default ε. The report quotes ALUM's ε.
+ALUM_EPS = AlumConfig().eps
+ATTACK_EPS = (0.0, round(ALUM_EPS / 3, 6), ALUM_EPS, round(2 * ALUM_EPS, 6))
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,7 @@ class Budget:
     finetune_lr: float = 1e-3
     finetune_batch: int = 16
     finetune_seq_len: int = RECIPE.seq_len
-    # finetune attack's default units: a fraction of each token's embedding norm (ALUM's default ε is 0.1)
-    attack_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+    attack_eps: tuple[float, ...] = ATTACK_EPS
     attack_steps: int = 3
     tasks: tuple[str, ...] = ("bbc", "polarity")
     seeds: int = 3
@@ -53,7 +58,7 @@ class Budget:
 BUDGETS = {
     "tiny": Budget(name="tiny", vocab_size=500, bbc_limit=120, bbc_dev_limit=60, wiki_limit=5, hidden=32, layers=1,
                    heads=2, batch=8, pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4,
-                   finetune_epochs=0.5, attack_eps=(0.0, 0.1), attack_steps=1, tasks=("bbc",), seeds=1),
+                   finetune_epochs=0.5, attack_eps=(0.0, ALUM_EPS), attack_steps=1, tasks=("bbc",), seeds=1),
     "quick": Budget(name="quick", tasks=("bbc",)),
     "full": Budget(name="full", pretrain_steps=2000, continual_steps=600, finetune_epochs=3.0, seeds=5),
 }

@@ -153,8 +153,13 @@ def paired_test(a: list[float], b: list[float]) -> dict:
 
 
 def headline_eps(results: dict) -> str:
-    """The ε the summary quotes: the middle non-zero ε of the budget."""
+    """The ε the summary quotes: ALUM's default ε (the training perturbation's size) when the sweep holds it,
+    else the middle non-zero ε of the sweep."""
     eps = [e for e in results["budget"]["attack_eps"] if e > 0]
+    alum = [r["alum_config"] for arm in results["pretrain"].values() for r in arm["runs"]
+            if r["alum_config"].get("enabled") and r["alum_config"].get("variant") == "default"]
+    if alum and alum[0].get("eps") in eps:
+        return f"{alum[0]['eps']:g}"
     return f"{eps[len(eps) // 2]:g}" if eps else "0"
 
 
