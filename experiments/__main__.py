@@ -41,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
+    import signal
+
     from experiments.replicate import replicate
 
+    def stop(signum, frame):  # a killed study stops its workers too (runner), like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     result = replicate(args.budget, Path(args.output), seeds=args.seeds, device=args.device, workers=args.workers,
                        threads=args.threads, echo=(lambda s: None) if args.quiet else print)
     print(result["summary"])

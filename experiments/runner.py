@@ -14,6 +14,7 @@ so its numbers do not depend on which worker ran it or what ran before.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -55,6 +56,9 @@ def _free_port() -> int:
 
 
 def _init_worker(threads: int, env: dict[str, str]) -> None:
+    # Each worker leads its own process group (with the pretrain processes it starts), so that an interrupted
+    # study can stop a worker and everything under it at once.
+    os.setpgrp()
     os.environ.update(env)
     import torch
 
@@ -111,6 +115,15 @@ def _execute(tool: str, argv: list[str], log_path: str, threads: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0 + child, "error": error}
 
 
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    import signal
+
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API lists the workers
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Runner:
     """Runs jobs under ``out`` with ``workers`` processes of ``threads`` torch threads each."""
 
@@ -143,8 +156,9 @@ class Runner:
         total, finished, start = len(todo), 0, time.perf_counter()
         failed: list[str] = []
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(self.threads, self.env)) as pool:
+        pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                      initargs=(self.threads, self.env))
+        try:
             running: dict[cf.Future, Job] = {}
             while todo or running:
                 ready = [j for j in todo if all(d in results for d in j.deps)] if not failed else []
@@ -177,6 +191,12 @@ class Runner:
                     elapsed = time.perf_counter() - start
                     self.echo(f"[{finished}/{total}] {job.id} {res['seconds']:.1f}s "
                               f"(elapsed {elapsed / 60:.1f} min)")
+        except BaseException:
+            # Ctrl-C / SIGTERM: stop every worker and the training processes it started; their jobs have no
+            # marker, so a rerun redoes them.
+            _kill_workers(pool)
+            raise
+        pool.shutdown()
         if failed:
             raise UserError(f"{len(failed)} job(s) failed, first {failed[0]}; see {self._log(by_id[failed[0]])}")
         missing = [j.id for j in jobs if j.id not in results]

@@ -1,4 +1,4 @@
-"""``python -m experiments replicate`` end to end at the tiny budget: the pipeline, the output schema, that
+"""``python -m experiments replicate`` end to end at the tiny budget (one seed): the pipeline, the output schema, that
 arms differ only in their ALUM options, that a job rerun with the same seed gives the same numbers; the
 README's section is what the committed results render; the statistics are a paired t-test."""
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments", "replicate", "--budget", "tiny", "-o", str(out),
-                           "--seeds", "2", *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--seeds", "1", *extra], cwd=ROOT, capture_output=True, text=True, timeout=1700)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,10 @@ def _finite(obj) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole tiny study runs in the first test's fixture
 def test_outputs_and_schema(study):
     results = json.loads((study / "results.json").read_text())
-    assert results["schema"] == 1 and results["seeds"] == [1, 2]
+    assert results["schema"] == 1 and results["seeds"] == [1]
     assert set(results["pretrain"]) == {"scratch/plain", "scratch/noise", "scratch/alum", "continual/plain",
                                         "continual/alum"}
     for arm in results["pretrain"].values():
@@ -63,12 +64,14 @@ def test_outputs_and_schema(study):
             assert 0.0 <= run["clean"] <= 1.0
             accs = [run["attacked"][k] for k in sorted(run["attacked"], key=float)]
             assert accs == sorted(accs, reverse=True) and run["attacked"]["0"] == pytest.approx(run["clean"])
-    assert results["comparisons"] and all(c["n"] == 2 for c in results["comparisons"])
+    # One seed: every comparison is listed, none is tested (no seed noise to compare with).
+    assert results["comparisons"] and all(c["n"] == 1 and c["p"] is None for c in results["comparisons"])
     assert (study / "replicate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (study / "results.md").read_text().startswith("# Does ALUM help?")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole tiny study runs in the first test's fixture
 def test_arms_differ_only_in_alum_options(study):
     def resolved(path: Path) -> dict:
         cfg = json.loads(path.read_text())
@@ -77,7 +80,7 @@ def test_arms_differ_only_in_alum_options(study):
         cfg.pop("output_dir", None)
         return cfg
 
-    for seed in (1, 2):
+    for seed in (1,):
         for stage, arms in (("scratch", ("plain", "noise", "alum")), ("continual", ("plain", "alum"))):
             cfgs = {a: resolved(study / "pretrain" / stage / a / f"seed{seed}" / "config.json") for a in arms}
             alums = {a: cfgs[a].pop("alum") for a in arms}
@@ -93,6 +96,7 @@ def test_arms_differ_only_in_alum_options(study):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole tiny study runs in the first test's fixture
 def test_same_seed_same_numbers_when_a_job_reruns(study):
     run = study / "pretrain" / "scratch" / "alum" / "seed1"
     before = (run / "metrics.jsonl").read_text()
