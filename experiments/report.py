@@ -34,16 +34,16 @@ def _signed(x: float, digits: int = 3) -> str:
 def pretrain_table(results: dict) -> str:
     """One row per pre-training arm: steps, tokens, wall time, final held-out MLM loss and accuracy."""
     h = results["data"]["unigram_entropy"]
-    lines = ["| pre-training arm | ALUM options | steps | tokens seen | wall time / run | held-out MLM loss "
+    lines = ["| pre-training arm | ALUM options | steps | tokens seen | wall (CPU) time / run | held-out MLM loss "
              f"(unigram entropy {h:.3f}) | masked-token accuracy |",
              "|---|---|---|---|---|---|---|"]
     for name, arm in results["pretrain"].items():
         runs = arm["runs"]
         alum = runs[0]["alum_config"]
         opts = "off" if not alum.get("enabled") else f"variant {alum.get('variant', '?')}, α = {alum.get('alpha'):g}"
-        secs = [r["seconds"] for r in runs]
+        secs, cpu = mean_std([r["seconds"] for r in runs])[0], mean_std([r["cpu_seconds"] for r in runs])[0]
         lines.append(f"| {name} | {opts} | {runs[0]['steps']} | {runs[0]['tokens_seen']:,} | "
-                     f"{_minutes(mean_std(secs)[0])} | {_ms([r['eval_mlm_loss'] for r in runs])} | "
+                     f"{_minutes(secs)} ({_minutes(cpu)}) | {_ms([r['eval_mlm_loss'] for r in runs])} | "
                      f"{_ms([r['eval_accuracy'] for r in runs])} |")
     return "\n".join(lines)
 
@@ -69,7 +69,7 @@ def finetune_table(results: dict, task: str) -> str:
     eps = [f"{e:g}" for e in results["budget"]["attack_eps"] if e > 0]
     info = results["data"]["tasks"][task]
     head = "| pre-training | fine-tuning | clean accuracy | " + " | ".join(f"attacked ε = {e}" for e in eps) + \
-           " | fine-tune time / run |"
+           " | fine-tune wall (CPU) time / run |"
     lines = [f"{task}: {info['train']} training / {info['dev']} dev examples, majority class "
              f"{info['dev_majority_accuracy']:.3f}.", "", head, "|---|---|---|" + "---|" * len(eps) + "---|"]
     for key, arm in runs.items():
@@ -77,7 +77,8 @@ def finetune_table(results: dict, task: str) -> str:
         r = arm["runs"]
         cells = [_ms([x["clean"] for x in r])] + [_ms([x["attacked"][e] for x in r]) for e in eps]
         ftname = "ALUM (α = 1)" if ft == "alum" else "plain"
-        lines.append(f"| {pt} | {ftname} | " + " | ".join(cells) + f" | {mean_std([x['seconds'] for x in r])[0]:.0f} s |")
+        wall, cpu = mean_std([x["seconds"] for x in r])[0], mean_std([x["cpu_seconds"] for x in r])[0]
+        lines.append(f"| {pt} | {ftname} | " + " | ".join(cells) + f" | {wall:.0f} s ({cpu:.0f} s) |")
     return "\n".join(lines)
 
 
@@ -132,7 +133,11 @@ def render_markdown(results: dict, heading: str = "###") -> str:
     parts = [
         f"Budget `{b['name']}` on {results['device']} ({results['machine']['cpus']} CPUs, torch "
         f"{results['machine']['torch']}), {n} seed{'s' if n != 1 else ''} per arm "
-        f"({', '.join(map(str, results['seeds']))}), whole study {_minutes(results['wall_seconds'])} wall time. "
+        f"({', '.join(map(str, results['seeds']))}), whole study {_minutes(results['wall_seconds'])} wall time; "
+        f"its {results['jobs']['count']} jobs used {_minutes(results['jobs']['cpu_seconds'])} of CPU time in "
+        f"{_minutes(results['jobs']['seconds'])} of job wall time, i.e. each job got "
+        f"{results['jobs']['cpu_seconds'] / results['jobs']['seconds']:.0%} of a core on average (the rest went "
+        "to other work on the machine). "
         f"Pre-training corpus: {d['documents']:,} documents, {d['sentences']:,} sentences, {d['tokens']:,} tokens "
         f"(gensim's Wikipedia sample + the BBC News training articles; SentencePiece vocabulary {b['vocab_size']}); "
         f"unigram entropy {d['unigram_entropy']:.3f} nats/token. Model: BERT, {b['layers']} layers, hidden "

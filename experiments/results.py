@@ -65,7 +65,7 @@ def finetune_run(run_dir: Path, attack_json: Path, marker: dict) -> dict:
     attack = _read_json(attack_json)
     final = metrics["final"]
     return {
-        "seconds": marker["seconds"], "train_seconds": metrics["train_seconds"],
+        "seconds": marker["seconds"], "cpu_seconds": marker["cpu_seconds"], "train_seconds": metrics["train_seconds"],
         "clean": final["accuracy"],
         "attacked": {f"{r['eps']:g}": r["accuracy"] for r in attack["results"]},
         "alum_config": metrics.get("alum"),
@@ -114,6 +114,8 @@ def collect(out: Path, budget: Budget, data: StudyData, seeds: list[int], marker
         "pretrain": pre,
         "finetune": fine,
     }
+    results["jobs"] = {"count": len(markers), "seconds": sum(m["seconds"] for m in markers.values()),
+                       "cpu_seconds": sum(m["cpu_seconds"] for m in markers.values())}
     results["comparisons"] = comparisons(results)
     return results
 
