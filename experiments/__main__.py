@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="jobs run at once (default: the budget's, 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument("--note", default=None, help="a line stored in results.json and printed with the report "
+                                                "(e.g. the code version, or that the machine was shared)")
     r = sub.add_parser("readme", help="render a results.json as markdown, or rewrite the README's section")
     r.add_argument("--results", default=None, help="results JSON (default: experiments/results/quick.json)")
     r.add_argument("--update-readme", metavar="README", default=None, help="rewrite this README's block")
@@ -50,7 +52,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     result = replicate(args.budget, Path(args.output), seeds=args.seeds, device=args.device, workers=args.workers,
-                       threads=args.threads, echo=(lambda s: None) if args.quiet else print)
+                       threads=args.threads, echo=(lambda s: None) if args.quiet else print, note=args.note)
     print(result["summary"])
 
 

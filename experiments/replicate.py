@@ -24,7 +24,8 @@ from experiments.runner import Runner
 
 
 def replicate(budget_name: str, out: Path, seeds: int | None = None, device: str = "cpu",
-              workers: int | None = None, threads: int = 1, echo: Callable[[str], None] = print) -> dict:
+              workers: int | None = None, threads: int = 1, echo: Callable[[str], None] = print,
+              note: str | None = None) -> dict:
     """Run (or finish) the study in ``out``; returns the results dict plus a one-line ``summary``."""
     if budget_name not in BUDGETS:
         raise UserError(f"--budget {budget_name!r}: expected one of {', '.join(BUDGETS)}")
@@ -61,6 +62,8 @@ def replicate(budget_name: str, out: Path, seeds: int | None = None, device: str
     # keeps the recorded figure.
     total_wall = _prior_wall(out) + (wall if runner.ran else 0.0)
     results = collect(out, budget, data, seed_list, markers, device, total_wall)
+    if note:
+        results["note"] = note
     write_json(out / "results.json", results)
     write_text(out / "results.md", "# Does ALUM help?\n\n" + render_markdown(results))
     plot(results, out / "replicate.png")

@@ -130,6 +130,7 @@ def render_markdown(results: dict, heading: str = "###") -> str:
     b, d = results["budget"], results["data"]
     n = len(results["seeds"])
     eps = headline_eps(results)
+    note = f" {results['note']}" if results.get("note") else ""
     parts = [
         f"Budget `{b['name']}` on {results['device']} ({results['machine']['cpus']} CPUs, torch "
         f"{results['machine']['torch']}), {n} seed{'s' if n != 1 else ''} per arm "
@@ -137,7 +138,7 @@ def render_markdown(results: dict, heading: str = "###") -> str:
         f"its {results['jobs']['count']} jobs used {_minutes(results['jobs']['cpu_seconds'])} of CPU time in "
         f"{_minutes(results['jobs']['seconds'])} of job wall time, i.e. each job got "
         f"{results['jobs']['cpu_seconds'] / results['jobs']['seconds']:.0%} of a core on average (the rest went "
-        "to other work on the machine). "
+        f"to other work on the machine).{note} "
         f"Pre-training corpus: {d['documents']:,} documents, {d['sentences']:,} sentences, {d['tokens']:,} tokens "
         f"(gensim's Wikipedia sample + the BBC News training articles; SentencePiece vocabulary {b['vocab_size']}); "
         f"unigram entropy {d['unigram_entropy']:.3f} nats/token. Model: BERT, {b['layers']} layers, hidden "
