@@ -54,7 +54,7 @@ def diagnostics_table(results: dict) -> str:
     rows = []
     for name, arm in results["pretrain"].items():
         diag = [r["alum_diagnostics"] for r in arm["runs"]]
-        if not diag or not all(all(k in d for k in keys) for d in diag):
+        if not diag or not all(all(d.get(k) is not None for k in keys) for d in diag):
             continue
         rows.append(f"| {name} | " + " | ".join(_ms([d[k] for d in diag], 3) for k in keys) + " |")
     if not rows:

@@ -54,7 +54,9 @@ def pretrain_run(run_dir: Path, marker: dict) -> dict:
         "train_mlm_loss": last["mlm_loss"], "train_masked_accuracy": last["masked_accuracy"],
         "curve": [[r["step"], r["mlm_loss"]] for r in train],
         "eval_curve": [[r["step"], r["eval_mlm_loss"], r["eval_accuracy"]] for r in evals],
-        "alum_diagnostics": {k: last[k] for k in ALUM_DIAGNOSTICS if k in last},
+        # Each diagnostic's last logged value (the ascent gain is measured every few steps, null in between).
+        "alum_diagnostics": {k: vals[-1] for k in ALUM_DIAGNOSTICS
+                             if (vals := [r[k] for r in train if r.get(k) is not None])},
         "alum_config": cfg["alum"],
     }
 
