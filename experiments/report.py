@@ -104,6 +104,14 @@ def findings(results: dict) -> list[str]:
     out.append(f"Pre-training learned beyond word frequencies in {len(below)} of {len(pre)} arms (held-out MLM "
                f"loss below the corpus' unigram entropy {h:.3f} in every seed"
                + (f": {', '.join(below)})." if below else ")."))
+    for task, runs in results["finetune"].items():
+        majority = results["data"]["tasks"][task]["dev_majority_accuracy"]
+        flat = [k for k, arm in runs.items() if mean_std([r["clean"] for r in arm["runs"]])[0] <= majority + 0.02]
+        if flat:
+            out.append(f"{task}: {', '.join(f'`{k}`' for k in flat)} ended at (or within 2 points of) the "
+                       f"majority-class accuracy {majority:.3f}: such a model predicts (nearly) one class, so its "
+                       "attacked accuracy is not robustness, and a difference in attacked accuracy against it "
+                       "says nothing about ALUM's robustness.")
     if n < 2:
         out.append(f"This run has {n} seed: no difference below is tested against seed noise, and none is a "
                    "finding.")
