@@ -56,13 +56,13 @@ class DemoSize:
     pretrain_steps: int = 1000
     finetune_epochs: float = 3.0
     finetune_train_limit: int | None = None
-    # finetune attack's default units: a fraction of each token's embedding norm (ALUM's default ε: 0.3)
-    attack_eps: tuple[float, ...] = (0.0, 0.1, 0.3, 0.6)
+    # finetune attack's default units: a fraction of each token's embedding norm (ALUM's default ε: 0.1)
+    attack_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 
 
 FULL = DemoSize()
 TINY = DemoSize(vocab_size=2000, hidden=32, layers=1, heads=2, seq_len=32, micro_batch=8, pretrain_steps=12,
-                finetune_epochs=0.3, attack_eps=(0.0, 0.3))
+                finetune_epochs=0.3, attack_eps=(0.0, 0.1))
 
 
 def _py(*args: str) -> list[str]:
