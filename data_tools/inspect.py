@@ -118,3 +118,32 @@ def inspect_corpus(
             c, s = cs.locate(sentence, cs.seq_offsets, "sentence")
             lines.append(f"sentence {sentence} ({c.prefix} #{s}): {show(c[s])}")
     return "\n".join(lines)
+
+
+def unigram_entropy(prefix: str | os.PathLike, exclude: set[int] | frozenset[int] = frozenset()) -> float:
+    """Entropy (nats per token) of the corpus' token distribution, ``exclude`` ids (special tokens) left out.
+
+    It is the masked-LM loss of the best predictor that ignores the context (a unigram model): a pre-trained
+    MLM has learnt something from the context only once its held-out loss is below this.
+
+    Args:
+        prefix: a corpus prefix (a sharded prefix expands to all its shards).
+        exclude: token ids not counted (e.g. ``Tokenizer.special_ids``).
+    Returns:
+        The entropy in nats.
+    """
+    counts = np.zeros(0, dtype=np.int64)
+    for shard in resolve_prefixes(prefix):
+        corpus = IndexedCorpus(shard)
+        for start in range(0, len(corpus), 4096):
+            chunk = [np.asarray(corpus[i], dtype=np.int64) for i in range(start, min(start + 4096, len(corpus)))]
+            c = np.bincount(np.concatenate(chunk)) if chunk else np.zeros(0, dtype=np.int64)
+            size = max(len(c), len(counts))
+            counts = np.pad(counts, (0, size - len(counts))) + np.pad(c, (0, size - len(c)))
+    for t in exclude:
+        if t < len(counts):
+            counts[t] = 0
+    if counts.sum() == 0:
+        raise UserError(f"{prefix}: no tokens to measure")
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

@@ -24,6 +24,10 @@ class Figures:
     pretrain_loss: list[float]
     pretrain_mlm: list[float]
     pretrain_adv: list[float]
+    unigram_entropy: float  # nats/token: the loss of a context-free (unigram) predictor on this corpus
+    eval_steps: list[int]
+    eval_mlm: list[float]  # held-out MLM loss at each eval
+    eval_accuracy: list[float]  # held-out masked-token accuracy at each eval
     finetune: dict[str, dict]  # run name -> {"clean": float, "attacked": {eps: acc}, "majority": float | None}
     finetune_curves: dict[str, tuple[list[int], list[float]]]
 
@@ -55,6 +59,11 @@ def collect(out: Path) -> Figures:
     meta = [_read_json(m) for m in metas]
     rows = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines() if line]
     train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "eval_mlm_loss" in r]
+    from data_tools.inspect import unigram_entropy
+    from data_tools.tokenizer import load_tokenizer
+
+    entropy = unigram_entropy(out / "corpus" / "wiki", load_tokenizer(out / "tokenizer").special_ids)
     finetune, curves = {}, {}
     for name in ("plain", "alum"):
         metrics = _read_json(out / f"finetune_{name}" / "metrics.json")
@@ -75,6 +84,10 @@ def collect(out: Path) -> Figures:
         pretrain_loss=[r["loss"] for r in train_rows],
         pretrain_mlm=[r["mlm_loss"] for r in train_rows],
         pretrain_adv=[r["adv_loss"] for r in train_rows],
+        unigram_entropy=entropy,
+        eval_steps=[r["step"] for r in eval_rows],
+        eval_mlm=[r["eval_mlm_loss"] for r in eval_rows],
+        eval_accuracy=[r["eval_accuracy"] for r in eval_rows],
         finetune=finetune,
         finetune_curves=curves,
     )
@@ -91,6 +104,8 @@ def plot(fig_data: Figures, path: Path) -> Path:
     ax1.plot(fig_data.pretrain_steps, fig_data.pretrain_loss, label="total (MLM + α·adv)")
     ax1.plot(fig_data.pretrain_steps, fig_data.pretrain_mlm, label="MLM")
     ax1.plot(fig_data.pretrain_steps, fig_data.pretrain_adv, label="adversarial l_sym")
+    ax1.plot(fig_data.eval_steps, fig_data.eval_mlm, marker="o", label="held-out MLM")
+    ax1.axhline(fig_data.unigram_entropy, color="k", ls="--", lw=1, label="unigram entropy")
     ax1.set(title="ALUM pre-training", xlabel="step", ylabel="loss", yscale="log")
     ax1.legend()
     for name, (steps, values) in fig_data.finetune_curves.items():
@@ -123,10 +138,19 @@ def render(fig_data: Figures, results: list[StageResult], png: Path) -> None:
                                            f"(steps {f.pretrain_steps[0]}-{f.pretrain_steps[-1]})")
         table.add_row("  MLM loss", f"{fmt(f.pretrain_mlm[0])} -> {fmt(f.pretrain_mlm[-1])}")
         table.add_row("  adversarial loss", f"{fmt(f.pretrain_adv[0])} -> {fmt(f.pretrain_adv[-1])}")
+    if f.eval_mlm:
+        verdict = "below" if f.eval_mlm[-1] < f.unigram_entropy else "NOT below"
+        table.add_row("held-out MLM loss", f"{fmt(f.eval_mlm[0])} -> {fmt(f.eval_mlm[-1])} (step {f.eval_steps[-1]}): "
+                                           f"{verdict} the corpus' unigram entropy {fmt(f.unigram_entropy)} "
+                                           "(what a model that ignores the context would score)")
+        table.add_row("  masked-token accuracy", f"{fmt(f.eval_accuracy[0])} -> {fmt(f.eval_accuracy[-1])}")
     for name, r in f.finetune.items():
         attacked = ", ".join(f"eps {eps:g}: {fmt(v)}" for eps, v in sorted(r["attacked"].items()))
         majority = f" (majority class {fmt(r['majority'])})" if r["majority"] is not None else ""
         table.add_row(f"fine-tune {name}", f"dev {r['metric']} {fmt(r['clean'])}{majority}; attacked: {attacked}")
+    table.add_row("seeds", "1 seed per fine-tuning arm: the plain/ALUM difference above is one draw, not a finding "
+                           "(seed noise on BBC is a few points); `python -m experiments replicate` runs 3+ seeds "
+                           "and tests each difference against it")
     for res in results:
         state = "reused" if res.skipped else "ran"
         table.add_row(f"stage {res.name}", f"{res.seconds:6.1f}s ({state})  {res.path}")

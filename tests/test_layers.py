@@ -1,4 +1,4 @@
-"""Imports flow one way: demo → finetune → pretrain → data_tools, and data_tools stays light."""
+"""Imports flow one way: experiments → demo → finetune → pretrain → data_tools, and data_tools stays light."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["data_tools", "pretrain", "finetune", "demo"]
+ORDER = ["data_tools", "pretrain", "finetune", "demo", "experiments"]
 # Corpus building must not pay for (or depend on) the training stack.
 HEAVY = {"data_tools": {"torch", "deepspeed", "transformers"}}
 

@@ -32,7 +32,7 @@ def _subcommands(package: str) -> list[str]:
     return sorted(actions[0].choices)
 
 
-@pytest.mark.parametrize("package", ["data_tools", "pretrain", "finetune"])
+@pytest.mark.parametrize("package", ["data_tools", "pretrain", "finetune", "experiments"])
 def test_every_subcommand_has_a_readme_example(package):
     missing = [c for c in _subcommands(package) if f"python -m {package} {c}" not in README]
     assert not missing

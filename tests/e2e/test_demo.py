@@ -88,6 +88,13 @@ def test_corpus_verifies_and_summary_comes_from_artefacts(demo_out):
     losses = [r["loss"] for r in rows if "loss" in r]
     assert fig["pretrain_loss"] == losses
     assert losses[-1] < losses[0], losses
+    # The summary sets the held-out MLM loss against the corpus' unigram entropy (a context-free predictor).
+    from data_tools.inspect import unigram_entropy
+    from data_tools.tokenizer import load_tokenizer
+
+    entropy = unigram_entropy(out / "corpus" / "wiki", load_tokenizer(out / "tokenizer").special_ids)
+    assert fig["unigram_entropy"] == pytest.approx(entropy) and 0 < entropy < math.log(2000)
+    assert fig["eval_mlm"] == [r["eval_mlm_loss"] for r in rows if "eval_mlm_loss" in r] and fig["eval_mlm"]
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,1 @@
+"""Experiments built on the project's CLIs: ``python -m experiments replicate`` (does ALUM help?)."""
