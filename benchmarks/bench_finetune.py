@@ -86,7 +86,8 @@ def main() -> None:
     p.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--speed-repeats", dest="speed_repeats", type=int, default=4)
-    p.add_argument("--attack-eps", dest="attack_eps", type=float, default=0.003)
+    p.add_argument("--attack-eps", dest="attack_eps", type=float, default=0.1,
+                   help="attack radius in ALUM's default units: a share of each token's embedding-output norm")
     p.add_argument("--attack-steps", dest="attack_steps", type=int, default=3)
     p.add_argument("--attack-examples", dest="attack_examples", type=int, default=200)
     args = p.parse_args()
@@ -98,7 +99,7 @@ def main() -> None:
     print(describe(("torch", "transformers", "scikit-learn"), threads=args.threads))
     print(f"config: data=BBC News (1781 train / 444 dev, 5 classes) model=BERT hidden 64, 2 layers, 2 heads, "
           f"WordPiece 2000, from scratch; batch={args.batch_size} max_seq_len={args.max_seq_len} lr={args.lr} "
-          f"AdamW wd=0.01 warmup=0.1 clip=1.0; attack: PGD l_inf word embeddings eps={args.attack_eps} "
+          f"AdamW wd=0.01 warmup=0.1 clip=1.0; attack: PGD l2 per token at the embedding output, eps={args.attack_eps} x token norm "
           f"steps={args.attack_steps} on the first {args.attack_examples} dev rows")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
