@@ -29,10 +29,15 @@ def run_local(func: Callable[[Any], dict], args: list, workers: int) -> Iterator
     pool = mp.get_context("fork").Pool(min(workers, len(args)), maxtasksperchild=1)
     try:
         yield from pool.imap_unordered(func, args)
-        pool.close()
-    finally:
+    except BaseException:
         pool.terminate()
         pool.join()
+        raise
+    # Not terminate() after a finished run: with maxtasksperchild the pool's handler thread may be forking a
+    # replacement worker while terminate() holds the task queue's lock; that worker never gets the lock and
+    # terminate()'s join waits for it forever (seen as a hung test). close() lets idle workers exit cleanly.
+    pool.close()
+    pool.join()
 
 
 def run_ray(func: Callable[[Any], dict], args: list, address: str | None) -> Iterator[dict]:
