@@ -31,7 +31,10 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q --durations=15
+	# Two processes: data_tools' tests start process pools and a Ray cluster inside the test process; the
+	# pretrain tests then run DeepSpeed in-process, and nothing of the first may leak into the second.
+	$(PY) -m pytest -q --durations=10 tests/data_tools
+	$(PY) -m pytest -q --durations=15 --ignore=tests/data_tools
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
