@@ -59,6 +59,9 @@ COPY --chown=alum:alum data_tools ./data_tools
 COPY --chown=alum:alum pretrain ./pretrain
 COPY --chown=alum:alum finetune ./finetune
 COPY --chown=alum:alum demo ./demo
+COPY --chown=alum:alum experiments ./experiments
+COPY --chown=alum:alum configs ./configs
+COPY --chown=alum:alum scripts ./scripts
 COPY --chown=alum:alum deepspeed_configs ./deepspeed_configs
 COPY --chown=alum:alum docker ./docker
 # The project with its exact pins (pyproject.toml); torch and deepspeed above already satisfy theirs.
