@@ -104,3 +104,15 @@ def metrics(run_dir: Path) -> list[dict]:
     """Training rows of metrics.jsonl (those with a loss)."""
     path = Path(run_dir) / "metrics.jsonl"
     return [r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+
+
+def single_process_env() -> None:
+    """Environment for an in-process world-size-1 run: one torch thread, a free rendezvous port, no
+    launcher rank variables left over from another test."""
+    import torch
+
+    torch.set_num_threads(1)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from engine_kit import free_port, metrics, tiny_config, tiny_corpus
+from engine_kit import metrics, single_process_env, tiny_config, tiny_corpus
 
 from data_tools.errors import UserError
 from pretrain import checkpoint
@@ -19,11 +19,7 @@ from pretrain.train import run
 
 @pytest.fixture(scope="module", autouse=True)
 def _single_process():
-    torch.set_num_threads(1)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        os.environ.pop(key, None)
+    single_process_env()
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
-from engine_kit import CONFIGS, free_port, metrics, tiny_config, tiny_corpus
+from engine_kit import CONFIGS, metrics, single_process_env, tiny_config, tiny_corpus
 
 from data_tools.errors import UserError
 from data_tools.tokenizer import load_tokenizer
@@ -22,11 +21,7 @@ CPU_CONFIGS = [c for c in ALL_CONFIGS if "fp16" not in c]
 
 @pytest.fixture(scope="module", autouse=True)
 def _single_process(tmp_path_factory):
-    torch.set_num_threads(1)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        os.environ.pop(key, None)
+    single_process_env()
 
 
 @pytest.fixture(scope="module")
