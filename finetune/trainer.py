@@ -270,9 +270,10 @@ class _Loop:
             write_json(self.out_dir / "metrics.json", result)
         if self.writer is not None:
             self.writer.close()
-        if self.engine is not None and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        if self.engine is not None:
+            from pretrain.engine import shutdown_distributed
+
+            shutdown_distributed()
         return result
 
 

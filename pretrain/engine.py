@@ -127,9 +127,20 @@ def wait_for_port(addr: str, port: int, timeout: float = 30.0) -> None:
 
 
 def shutdown_distributed() -> None:
-    """Barrier then destroy the process group, so that no rank exits while others still talk to it."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    """Barrier then destroy the process group, so that no rank exits while others still talk to it.
+
+    Through ``deepspeed.comm`` when DeepSpeed initialised it: DeepSpeed caches its groups in module globals
+    (``deepspeed.utils.groups``) and only its own ``destroy_process_group`` releases them. Destroying with
+    plain torch leaves them pointing at dead groups, and the next ``deepspeed.initialize`` in the same
+    process (a notebook, a sweep, the test suite) fails with "Group ... is not registered".
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    torch.distributed.barrier()
+    ds_comm = sys.modules.get("deepspeed.comm")
+    if ds_comm is not None and ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    else:
         torch.distributed.destroy_process_group()
 
 

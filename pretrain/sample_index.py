@@ -196,9 +196,17 @@ def _bert_kernel(lengths, base, docs, docs_final, rng, short_seq_prob, max_token
 @functools.cache
 def _compiled(kernel: Callable) -> Callable:
     """``kernel`` compiled by numba (loaded from its on-disk cache after the first time). numba is imported
-    here, not at module import: a run whose indices are all cached never pays for it."""
-    import numba
+    here, not at module import: a run whose indices are all cached never pays for it.
 
+    Without numba (a platform it has no wheel for, an image that lacks it) the same kernel runs as plain
+    Python: the same index, bit for bit (tests/pretrain/test_sample_index.py compares them), only slower.
+    """
+    try:
+        import numba
+    except ImportError:
+        print("warning: numba is not installed; the sample index is built in plain Python (same result, "
+              "slower): pip install numba", file=sys.stderr, flush=True)
+        return kernel
     return numba.njit(cache=True, nogil=True)(kernel)
 
 

@@ -54,6 +54,20 @@ def test_every_cpu_deepspeed_config_trains(tmp_path, corpus, ds_config):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_a_second_run_after_shutdown_in_the_same_process(tmp_path, corpus):
+    # A notebook or a sweep: train, tear the process group down as `python -m pretrain` does, train again.
+    # DeepSpeed caches its groups in module globals; a teardown that bypasses deepspeed.comm left them
+    # pointing at the destroyed group and the second deepspeed.initialize failed ("Group ... is not registered").
+    from pretrain.engine import shutdown_distributed
+
+    first = _train(tmp_path, corpus, "first", train={"train_steps": 1, "save_interval": 0})
+    shutdown_distributed()
+    assert not torch.distributed.is_initialized()
+    single_process_env()  # a fresh MASTER_PORT: the first run's rendezvous store may still hold its port
+    second = _train(tmp_path, corpus, "second", train={"train_steps": 1, "save_interval": 0})
+    assert first.step == second.step == 1 and metrics(second.run_dir)[0]["step"] == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 configs run on a GPU there")
 @pytest.mark.parametrize("ds_config", [c for c in ALL_CONFIGS if "fp16" in c])
 def test_fp16_configs_refused_on_cpu(tmp_path, corpus, ds_config):

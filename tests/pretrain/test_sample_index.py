@@ -108,6 +108,22 @@ def test_same_rows_on_a_larger_corpus_with_small_windows(tmp_path, monkeypatch):
         np.testing.assert_array_equal(build_sample_index(corpus, style, 64, 3, short, window=1000), expected)
 
 
+def test_without_numba_the_same_rows_in_plain_python(tmp_path, monkeypatch, capfd):
+    rng = np.random.default_rng(1)
+    docs = [list(rng.integers(0, 40, rng.integers(0, 12))) for _ in range(300)]
+    corpus = write_corpus(str(tmp_path / "c"), docs)
+    compiled = {style: build_sample_index(corpus, style, 64, 5, 0.3, window=50) for style in ("bert", "roberta")}
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    sample_index._compiled.cache_clear()
+    try:
+        for style, expected in compiled.items():
+            np.testing.assert_array_equal(build_sample_index(corpus, style, 64, 5, 0.3, window=50), expected)
+            np.testing.assert_array_equal(reference_index(corpus, style, 64, 5, 0.3), expected)
+    finally:
+        sample_index._compiled.cache_clear()
+    assert capfd.readouterr().err.count("warning: numba is not installed") == 2  # once per kernel
+
+
 def test_windows_read_what_the_corpus_maps(tmp_path):
     corpus = write_corpus(str(tmp_path / "c"), [[3, 0, 5], [], [9], [1, 2]])
     with IdxWindows(corpus.prefix) as idx:
