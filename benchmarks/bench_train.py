@@ -189,7 +189,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = build_corpus(tmp / "data", args.articles, args.vocab)
-        from pretrain.engine import shutdown_distributed
+        from pretrain.dist import shutdown_distributed
 
         rounds: dict[str, list[float]] = {}
         for r in range(args.rounds):

@@ -2,7 +2,8 @@
 optional DeepSpeed, progress bar, TensorBoard, evaluation, and best/final checkpoints as HF directories.
 
 Plain PyTorch by default; ``--deepspeed CFG`` hands the model, optimizer and schedule to
-``deepspeed.initialize`` (ZeRO 0-3) and the same launchers as pre-training work (``--local_rank`` is
+``deepspeed.initialize`` (ZeRO 0-3) through ``pretrain.engine.initialize_finetune`` (this package never imports
+DeepSpeed itself; the JSON is checked as pre-training checks it) and the same launchers as pre-training work (``--local_rank`` is
 accepted; the rank's share of each epoch is every ``world``-th batch).
 """
 
@@ -51,41 +52,10 @@ def _dist_info() -> tuple[int, int]:
 
 def _init_distributed() -> None:
     """Join the launcher's process group (deepspeed/torchrun/mpirun), or a group of one without a launcher."""
-    from pretrain.engine import discover_dist_env, init_distributed
+    from pretrain.dist import discover_dist_env
+    from pretrain.engine import init_distributed
 
     init_distributed(discover_dist_env())
-
-
-def _deepspeed_init(model, optimizer, scheduler, config_path: Path, batch_size: int, max_grad_norm: float):
-    import json
-
-    import deepspeed
-
-    if not config_path.is_file():
-        raise UserError(f"{config_path}: no such DeepSpeed config file")
-    try:
-        ds_cfg = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{config_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(ds_cfg, dict):
-        raise UserError(f"{config_path}: expected a JSON object (DeepSpeed config)")
-    for key in ("optimizer", "scheduler"):
-        if key in ds_cfg:
-            raise UserError(f"{config_path}: '{key}' section not allowed; --lr/--warmup-ratio/--weight-decay "
-                            "own the optimizer and schedule")
-    world = torch.distributed.get_world_size()
-    # The loop owns batching (one micro-batch per rank per step) and clipping: fill or check those keys.
-    want = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
-            "train_batch_size": batch_size * world, "gradient_clipping": max_grad_norm}
-    for key, value in want.items():
-        if ds_cfg.get(key, "auto") == "auto":
-            ds_cfg[key] = value
-        elif ds_cfg[key] != value:
-            raise UserError(f"{config_path}: {key} is {ds_cfg[key]!r}, expected \"auto\" or {value!r} "
-                            "(from --batch-size/--max-grad-norm)")
-    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                           lr_scheduler=scheduler, config=ds_cfg)
-    return engine, optimizer, scheduler
 
 
 def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], steps_per_epoch: int,
@@ -156,7 +126,9 @@ class _Loop:
                                                          self.total_steps)
         self.engine = None
         if opts.deepspeed is not None:
-            self.engine, self.optimizer, self.scheduler = _deepspeed_init(
+            from pretrain.engine import initialize_finetune
+
+            self.engine, self.optimizer, self.scheduler = initialize_finetune(
                 model, self.optimizer, self.scheduler, Path(opts.deepspeed), opts.batch_size, opts.max_grad_norm)
         self.module = self.engine.module if self.engine is not None else model
         self.tokenizer, self.opts, self.evaluate, self.metric, self.out_dir = tokenizer, opts, evaluate, metric, out_dir
@@ -271,7 +243,7 @@ class _Loop:
         if self.writer is not None:
             self.writer.close()
         if self.engine is not None:
-            from pretrain.engine import shutdown_distributed
+            from pretrain.dist import shutdown_distributed
 
             shutdown_distributed()
         return result
@@ -279,15 +251,11 @@ class _Loop:
 
 def _save(engine, module, tokenizer, path: Path, rank: int) -> None:
     """Rank 0 writes the HF directory; under ZeRO-3 every rank first gathers the partitioned weights."""
-    if engine is not None and engine.zero_optimization_stage() == 3:
-        import deepspeed
+    from pretrain.engine import gathered_parameters
 
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            if rank == 0:
-                save_hf_dir(module, tokenizer, path)
-        return
-    if rank == 0:
-        save_hf_dir(module, tokenizer, path)
+    with gathered_parameters(engine, module):
+        if rank == 0:
+            save_hf_dir(module, tokenizer, path)
 
 
 def _evaluate(model, evaluate: Callable) -> dict:

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     from pretrain.config import load_config
-    from pretrain.engine import shutdown_distributed
+    from pretrain.dist import shutdown_distributed
     from pretrain.train import run
 
     if args.resume is not None:

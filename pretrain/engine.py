@@ -1,78 +1,23 @@
-"""DeepSpeed setup: rank discovery for every launcher, config validation, optimizer/schedule, the engine.
+"""DeepSpeed setup: joining the process group, config validation, optimizer/schedule, the engine (pre-training
+and fine-tuning), the ZeRO-3 parameter gather.
 
-This is the only module (with ``checkpoint.py``) that imports DeepSpeed. The launchers differ only in how
-a process learns its rank:
-
-- ``deepspeed`` and ``torchrun`` export ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``
-  (the deepspeed launcher also passes ``--local_rank``);
-- ``mpirun`` (Open MPI) exports ``OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK}``, MPICH/Intel MPI ``PMI_RANK``/
-  ``PMI_SIZE``; the master address then defaults to 127.0.0.1 (pass ``-x MASTER_ADDR=…`` across nodes);
-- a plain ``python -m pretrain train`` is rank 0 of 1.
+This is the only module (with ``checkpoint.py`` and ``elastic.py``) that imports DeepSpeed; rank discovery,
+the rendezvous port and teardown, which need no DeepSpeed, are in ``pretrain.dist``.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
-import sys
-import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from data_tools.errors import UserError
-from pretrain.config import RunConfig, deepspeed_dict
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits: global rank, world size, rank on its node."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def prefer_interpreter_tools() -> None:
-    """Put this interpreter's ``bin`` first on PATH when it holds a ``ninja``.
-
-    DeepSpeed JIT-compiles its ops with the first ``ninja`` on PATH. A venv's ninja and a system one of
-    another version hash build commands differently, so processes started with and without the venv
-    activated rebuild the shared ops every time (minutes each); pinning the venv's keeps one build.
-    """
-    bin_dir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "").split(os.pathsep)
-    if os.path.exists(os.path.join(bin_dir, "ninja")) and path[:1] != [bin_dir]:
-        os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
-
-
-def discover_dist_env(local_rank_arg: int | None = None) -> DistEnv:
-    """Read rank/world from the launcher's environment (torchrun, deepspeed, mpirun) and export the
-    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables torch.distributed's ``env://`` needs.
-
-    Args:
-        local_rank_arg: The ``--local_rank`` flag, if a launcher passed one.
-    Returns:
-        The process's ``DistEnv``.
-    """
-    prefer_interpreter_tools()
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        local = int(env.get("LOCAL_RANK", local_rank_arg if local_rank_arg is not None else 0))
-    elif "OMPI_COMM_WORLD_RANK" in env:
-        rank, world = int(env["OMPI_COMM_WORLD_RANK"]), int(env["OMPI_COMM_WORLD_SIZE"])
-        local = int(env.get("OMPI_COMM_WORLD_LOCAL_RANK", 0))
-    elif "PMI_RANK" in env:
-        rank, world = int(env["PMI_RANK"]), int(env["PMI_SIZE"])
-        local = int(env.get("MPI_LOCALRANKID", env.get("PMI_LOCAL_RANK", 0)))
-    else:
-        rank, world, local = 0, 1, local_rank_arg or 0
-    env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
-    env.setdefault("MASTER_ADDR", "127.0.0.1")
-    env.setdefault("MASTER_PORT", "29500")
-    return DistEnv(rank, world, local)
+from pretrain.config import RunConfig
+from pretrain.dist import DistEnv, wait_for_port
 
 
 def init_distributed(dist: DistEnv) -> None:
@@ -89,59 +34,6 @@ def init_distributed(dist: DistEnv) -> None:
     # auto_mpi_discovery off: discover_dist_env already mapped the MPI variables, and DeepSpeed's own
     # discovery would re-initialise MPI and guess the master address from the hostname.
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
-
-
-def wait_for_port(addr: str, port: int, timeout: float = 30.0) -> None:
-    """Wait until rank 0 can listen on ``addr:port`` (the rendezvous), or UserError naming the port.
-
-    A run killed a moment ago may still hold it in an exiting process; a few seconds fix that. Anything
-    else on the port (another job) gets one line instead of DeepSpeed's EADDRINUSE traceback.
-    """
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise UserError(f"MASTER_ADDR {addr}: cannot resolve it ({exc})") from None
-    family, _, _, _, sockaddr = infos[0]
-    deadline, said = time.monotonic() + timeout, False
-    while True:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(sockaddr)
-                return
-            except OSError as exc:
-                if exc.errno == errno.EADDRNOTAVAIL:  # not an address of this machine: not ours to check
-                    return
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-        if time.monotonic() > deadline:
-            raise UserError(f"MASTER_PORT {port} on {addr} is in use (another job, or a killed run's processes); "
-                            f"stop it or choose another port, e.g. MASTER_PORT={port + 1} (deepspeed --master_port)")
-        if not said:
-            print(f"waiting for port {addr}:{port} (in use, e.g. by a run killed a moment ago)", file=sys.stderr,
-                  flush=True)
-            said = True
-        time.sleep(0.5)
-
-
-def shutdown_distributed() -> None:
-    """Barrier then destroy the process group, so that no rank exits while others still talk to it.
-
-    Through ``deepspeed.comm`` when DeepSpeed initialised it: DeepSpeed caches its groups in module globals
-    (``deepspeed.utils.groups``) and only its own ``destroy_process_group`` releases them. Destroying with
-    plain torch leaves them pointing at dead groups, and the next ``deepspeed.initialize`` in the same
-    process (a notebook, a sweep, the test suite) fails with "Group ... is not registered".
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    torch.distributed.barrier()
-    ds_comm = sys.modules.get("deepspeed.comm")
-    if ds_comm is not None and ds_comm.is_initialized():
-        ds_comm.destroy_process_group()
-    else:
-        torch.distributed.destroy_process_group()
 
 
 # Top-level DeepSpeed keys a config in this project may use; anything else is most likely a typo that
@@ -234,23 +126,23 @@ def lr_lambda(cfg: RunConfig):
     return fn
 
 
-def build_engine(cfg: RunConfig, model: torch.nn.Module, dist: DistEnv, extra: dict[str, Any] | None = None):
+def build_engine(cfg: RunConfig, model: torch.nn.Module, ds: dict[str, Any], extra: dict[str, Any] | None = None):
     """Wrap ``model`` in a DeepSpeed engine configured by the run config and its DeepSpeed JSON.
 
     Args:
         cfg: The run config.
         model: The ``PretrainModel``.
-        dist: From ``discover_dist_env``; the process group must be initialised.
+        ds: The run's DeepSpeed config, read and checked once (``config.deepspeed_dict``, then
+            ``validate_deepspeed``); not modified. The process group must be initialised.
         extra: Sections merged into the DeepSpeed config (``pretrain.elastic.deepspeed_overrides``).
     Returns:
-        ``(engine, ds_config_dict)``.
+        ``(engine, ds_config_dict)``: the dict DeepSpeed was given (``ds`` with ``extra`` merged in).
     """
     import deepspeed
 
-    ds = deepspeed_dict(cfg, dist.world_size)
+    ds = dict(ds)
     for key, section in (extra or {}).items():
         ds[key] = {**ds.get(key, {}), **section}
-    validate_deepspeed(ds, cfg.train.deepspeed_config)
     ds.setdefault("steps_per_print", 10**9)  # we log ourselves; keep DeepSpeed's per-step prints off
     optimizer = build_optimizer(cfg, model)
     fn = lr_lambda(cfg)
@@ -261,6 +153,79 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module, dist: DistEnv, extra: d
         config=ds,
     )
     return engine, ds
+
+
+def finetune_deepspeed_dict(config_path: Path, batch_size: int, max_grad_norm: float,
+                            world_size: int) -> dict[str, Any]:
+    """A fine-tuning run's DeepSpeed config: the JSON read as pre-training reads it, batch/clip keys filled in.
+
+    The fine-tuning loop owns the optimizer and schedule (``--lr``/``--warmup-ratio``/``--weight-decay``),
+    batching (one micro-batch per rank per step) and clipping; those keys must be absent, ``"auto"`` or equal.
+
+    Args:
+        config_path: The ``--deepspeed`` JSON.
+        batch_size: ``--batch-size`` (per rank).
+        max_grad_norm: ``--max-grad-norm``.
+        world_size: Data-parallel ranks.
+    Returns:
+        The checked dict (duplicate keys, unknown keys and bad values refused by ``load_json`` and
+        ``validate_deepspeed``), a UserError naming the file otherwise.
+    """
+    from pretrain.config import load_json
+
+    if not config_path.is_file():
+        raise UserError(f"{config_path}: no such DeepSpeed config file")
+    ds_cfg = load_json(config_path)
+    for key in ("optimizer", "scheduler"):
+        if key in ds_cfg:
+            raise UserError(f"{config_path}: '{key}' section not allowed; --lr/--warmup-ratio/--weight-decay "
+                            "own the optimizer and schedule")
+    want = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
+            "train_batch_size": batch_size * world_size, "gradient_clipping": max_grad_norm}
+    for key, value in want.items():
+        if ds_cfg.get(key, "auto") == "auto":
+            ds_cfg[key] = value
+        elif ds_cfg[key] != value:
+            raise UserError(f"{config_path}: {key} is {ds_cfg[key]!r}, expected \"auto\" or {value!r} "
+                            "(from --batch-size/--max-grad-norm)")
+    validate_deepspeed(ds_cfg, str(config_path))
+    return ds_cfg
+
+
+def initialize_finetune(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, config_path: Path,
+                        batch_size: int, max_grad_norm: float):
+    """Hand a fine-tuning model, its optimizer and schedule to ``deepspeed.initialize`` (ZeRO 0-3).
+
+    Args:
+        model, optimizer, scheduler: What the fine-tuning loop built.
+        config_path: The ``--deepspeed`` JSON (checked by ``finetune_deepspeed_dict``).
+        batch_size: ``--batch-size`` (per rank).
+        max_grad_norm: ``--max-grad-norm``.
+    Returns:
+        ``(engine, optimizer, scheduler)`` as DeepSpeed wrapped them. The process group must be initialised.
+    """
+    import deepspeed
+
+    ds_cfg = finetune_deepspeed_dict(config_path, batch_size, max_grad_norm, torch.distributed.get_world_size())
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                           lr_scheduler=scheduler, config=ds_cfg)
+    return engine, optimizer, scheduler
+
+
+@contextlib.contextmanager
+def gathered_parameters(engine, module: torch.nn.Module) -> Iterator[None]:
+    """Within the block, ``module``'s full weights are present on every rank (read-only).
+
+    Under ZeRO-3 the parameters are partitioned: every rank must enter (the gather is collective). Without
+    an engine (``None``) or below stage 3 the weights are already whole and this does nothing.
+    """
+    if engine is None or engine.zero_optimization_stage() != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        yield
 
 
 def loss_scale(engine) -> float:
@@ -281,8 +246,3 @@ def sync_ascent_scale(engine, model: torch.nn.Module) -> None:
     scaler = getattr(model, "ascent_scaler", None)
     if scaler is not None and engine.fp16_enabled():
         scaler.seed(loss_scale(engine))
-
-
-def is_zero3(engine) -> bool:
-    """Whether parameters are partitioned (ZeRO stage 3)."""
-    return engine.zero_optimization_stage() == 3

@@ -17,7 +17,7 @@ from data_tools.errors import UserError
 from data_tools.indexed import IndexedCorpus, max_token_id
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 from pretrain.config import RunConfig
-from pretrain.engine import DistEnv
+from pretrain.dist import DistEnv
 
 
 def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[list[str]]:

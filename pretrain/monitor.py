@@ -26,7 +26,7 @@ import torch
 
 from pretrain.alum import AlumStats
 from pretrain.config import RunConfig
-from pretrain.engine import DistEnv
+from pretrain.dist import DistEnv
 
 _GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "V100": 125.0}
 

@@ -23,15 +23,8 @@ from data_tools.atomic import write_json, write_text
 from data_tools.errors import UserError
 from pretrain import checkpoint, elastic, resume_settings
 from pretrain.config import RunConfig, config_dump, deepspeed_dict
-from pretrain.engine import (
-    DistEnv,
-    build_engine,
-    discover_dist_env,
-    init_distributed,
-    loss_scale,
-    sync_ascent_scale,
-    validate_deepspeed,
-)
+from pretrain.dist import DistEnv, discover_dist_env
+from pretrain.engine import build_engine, init_distributed, loss_scale, sync_ascent_scale, validate_deepspeed
 from pretrain.loader import TrainData, build_data
 from pretrain.monitor import Monitor
 
@@ -163,11 +156,13 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
         local_rank: The launcher's ``--local_rank``, if any.
         trust_checkpoint: Resume with DeepSpeed's unrestricted unpickling (``--trust-checkpoint``).
     Returns:
-        A ``TrainResult``. The caller tears the process group down (``engine.shutdown_distributed``).
+        A ``TrainResult``. The caller tears the process group down (``pretrain.dist.shutdown_distributed``).
     """
     dist = discover_dist_env(local_rank)
-    # Validate every input before the first write: a bad run leaves nothing behind.
-    validate_deepspeed(deepspeed_dict(cfg, dist.world_size), cfg.train.deepspeed_config)
+    # Validate every input before the first write: a bad run leaves nothing behind. The DeepSpeed JSON is
+    # read and checked here, once; build_engine gets the result.
+    ds = deepspeed_dict(cfg, dist.world_size)
+    validate_deepspeed(ds, cfg.train.deepspeed_config)
     resume_tag = _check_output_dir(cfg)
     run_dir = Path(cfg.train.output_dir)
     changes = {}
@@ -183,7 +178,7 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
 
     _seed_all(cfg.train.seed)
     model = _build_model(cfg, data.tokenizer)
-    engine, ds = build_engine(cfg, model, dist, extra=elastic.deepspeed_overrides(resume))
+    engine, ds = build_engine(cfg, model, ds, extra=elastic.deepspeed_overrides(resume))
     # Different ranks must draw different dropout masks / ALUM noise; the model init above was shared.
     _seed_all(cfg.train.seed + 1000 * dist.rank + 1)
 

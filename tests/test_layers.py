@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["data_tools", "pretrain", "finetune", "demo", "experiments"]
 # Corpus building must not pay for (or depend on) the training stack.
 HEAVY = {"data_tools": {"torch", "deepspeed", "transformers"}}
+# The only package files that import DeepSpeed: the engine (process group join, config checks, pre-training and
+# fine-tuning engines, the ZeRO-3 gather), checkpoint save/load, and the universal-checkpoint resume.
+DEEPSPEED_USERS = {"pretrain/engine.py", "pretrain/checkpoint.py", "pretrain/elastic.py"}
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -38,3 +41,24 @@ def test_the_check_sees_a_backwards_import(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("import os\nfrom pretrain.model import build_model\n")
     assert "pretrain" in _imported_roots(bad)
+
+
+def _deepspeed_importers() -> set[str]:
+    return {
+        f.relative_to(ROOT).as_posix()
+        for package in ORDER if (ROOT / package).is_dir()
+        for f in sorted((ROOT / package).rglob("*.py"))
+        if "deepspeed" in _imported_roots(f)
+    }
+
+
+def test_only_the_engine_checkpoint_and_elastic_import_deepspeed():
+    assert _deepspeed_importers() == DEEPSPEED_USERS
+
+
+def test_the_check_sees_a_deepspeed_import(tmp_path):
+    for line in ("import deepspeed", "import deepspeed.comm as dc",
+                 "def f():\n    from deepspeed.zero import GatheredParameters\n"):
+        bad = tmp_path / "x.py"
+        bad.write_text(line + "\n")
+        assert "deepspeed" in _imported_roots(bad), line

@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
+from data_tools.errors import UserError
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -46,3 +48,20 @@ def test_two_ranks_zero3_alum(bbc, tiny_bert, tmp_path):
     initial = load_file(str(tiny_bert / "model.safetensors"))
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(saved[key], initial[key])  # gathered, trained weights (not a ZeRO-3 placeholder)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"fp16": {}, "fp16": {}}', "duplicate key 'fp16'"),
+    ('{"zero_optimisation": {"stage": 2}}', "unknown DeepSpeed key 'zero_optimisation'"),
+    ('{"optimizer": {}}', "'optimizer' section not allowed"),
+    ('{"train_batch_size": 3}', r'train_batch_size is 3, expected "auto" or 16'),
+])
+def test_the_json_is_checked_as_pretraining_checks_it(tmp_path, text, message):
+    # --deepspeed goes through pretrain.engine: the same reader and DeepSpeed schema checks as pre-training.
+    from pretrain.engine import finetune_deepspeed_dict
+
+    path = tmp_path / "ds.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as err:
+        finetune_deepspeed_dict(path, batch_size=8, max_grad_norm=1.0, world_size=2)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)

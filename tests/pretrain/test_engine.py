@@ -58,7 +58,7 @@ def test_a_second_run_after_shutdown_in_the_same_process(tmp_path, corpus):
     # A notebook or a sweep: train, tear the process group down as `python -m pretrain` does, train again.
     # DeepSpeed caches its groups in module globals; a teardown that bypasses deepspeed.comm left them
     # pointing at the destroyed group and the second deepspeed.initialize failed ("Group ... is not registered").
-    from pretrain.engine import shutdown_distributed
+    from pretrain.dist import shutdown_distributed
 
     first = _train(tmp_path, corpus, "first", train={"train_steps": 1, "save_interval": 0})
     shutdown_distributed()

@@ -39,7 +39,7 @@ def test_busy_port_waits_then_names_it():
     import threading
 
     from data_tools.errors import UserError
-    from pretrain.engine import wait_for_port
+    from pretrain.dist import wait_for_port
 
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
