@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import struct
@@ -34,6 +33,7 @@ import numpy as np
 
 from data_tools.atomic import atomic_path, check_output_file, ensure_parent, write_error, write_json
 from data_tools.errors import UserError
+from data_tools.jsonfile import parse_json
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -333,10 +333,7 @@ def read_meta(prefix: str | os.PathLike) -> dict | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read corpus metadata ({exc})") from None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    meta = parse_json(text, path)
     if not isinstance(meta, dict):
         raise UserError(f"{path}: expected a JSON object")
     return meta

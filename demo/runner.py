@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.atomic import write_json
@@ -32,15 +32,12 @@ class Stage:
         title: what the progress line says.
         command: argv, built from the stage's output directory (the ``.partial`` one while it runs).
         in_place: the command writes ``<out>/<name>`` directly and resumes by itself if interrupted.
-        check: run on the finished output; raises ``UserError`` if the artefact is not valid.
     """
 
     name: str
     title: str
     command: Callable[[Path], list[str]]
     in_place: bool = False
-    check: Callable[[Path], None] | None = None
-    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,8 +83,6 @@ class Runner:
         if not stage.in_place:
             work.mkdir(exist_ok=True)  # a stage that only checks (verify) leaves just its log
             os.replace(work, final)
-        if stage.check is not None:
-            stage.check(final)
         write_json(marker, {"seconds": seconds, "command": argv})
         self.echo(f"[done] {stage.title} in {seconds:.1f}s -> {final}")
         self.results.append(StageResult(stage.name, stage.title, final, seconds, False))
@@ -95,11 +90,10 @@ class Runner:
 
     def _execute(self, stage: Stage, argv: list[str]) -> None:
         log_path = self.out / "logs" / f"{stage.name}.log"
-        env = {**os.environ, **stage.env}
         with open(log_path, "w", encoding="utf-8") as log:
             # The child runs in its own session so Ctrl-C reaches it once, through us, and we can wait for it.
             proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
             )
             try:
                 assert proc.stdout is not None

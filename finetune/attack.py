@@ -30,17 +30,20 @@ from tqdm import tqdm
 from data_tools.atomic import write_json
 from data_tools.errors import UserError
 from finetune.modeling import encode, load_task_model, task_loss
+from pretrain.alum import project_l2
 
 
 def _project(delta: torch.Tensor, radius, norm: str) -> torch.Tensor:
-    # radius: a float, or a per-token [B, T, 1] tensor (relative units).
+    # radius: a float, or a per-token [B, T, 1] tensor (relative units). The ℓ2 ball is ALUM's (per token).
     if norm == "linf":
         return torch.clamp(delta, -radius, radius)
-    norms = delta.norm(dim=-1, keepdim=True)
-    return delta * torch.clamp(radius / (norms + 1e-12), max=1.0)
+    return project_l2(delta, radius)
 
 
 def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    # The ascent direction: the gradient's sign (ℓ∞), or the per-token unit gradient (ℓ2). Not
+    # pretrain.alum.l2_direction: the additive 1e-12 guard here shortens steps along tiny gradients, ALUM's
+    # zero-only guard does not, and swapping them changes the attack's logits (~1e-9 on a random tiny BERT).
     if norm == "linf":
         return grad.sign()
     return grad / (grad.norm(dim=-1, keepdim=True) + 1e-12)

@@ -7,12 +7,12 @@ are the fine-tuning ones: α=1 (paper, §4 fine-tuning) and otherwise ``pretrain
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data_tools.errors import UserError
+from data_tools.jsonfile import read_json
 from pretrain.config import AlumSection
 
 
@@ -106,10 +106,7 @@ def load_options(cls: type[TrainOptions], config_path: str | None, overrides: di
         path = Path(config_path)
         if not path.is_file():
             raise UserError(f"{path}: no such config file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates(path))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        data = read_json(path, object_pairs_hook=_no_duplicates(path))
     for key, value in overrides.items():
         node = data
         *parents, leaf = key.split(".")

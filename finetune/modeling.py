@@ -9,7 +9,6 @@ applies the model's own head to the encoder output, so that the clean loss equal
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from data_tools.errors import UserError
+from data_tools.jsonfile import read_json
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 
@@ -29,10 +29,7 @@ def read_model_config(model_dir: Path) -> dict:
     if not cfg_path.is_file():
         raise UserError(f"{cfg_path}: missing; expected a Hugging Face model directory (config.json, "
                         "model.safetensors, tokenizer files), e.g. from `python -m pretrain export`")
-    try:
-        return json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{cfg_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    return read_json(cfg_path)
 
 
 def load_tokenizer(model_dir: str | Path):

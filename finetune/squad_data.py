@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.errors import UserError
+from data_tools.jsonfile import parse_json
 
 
 @dataclass
@@ -53,10 +54,7 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], bool]:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); expected SQuAD JSON in UTF-8") from None
     if not raw.strip():
         raise UserError(f"{path}: empty file; expected SQuAD JSON with a 'data' list")
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); expected SQuAD JSON") from None
+    doc = parse_json(raw, path, expected="SQuAD JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UserError(f"{path}:1: expected a JSON object with a 'data' list (SQuAD layout)")
     v2 = str(doc.get("version", "")).startswith("v2") or '"is_impossible"' in raw

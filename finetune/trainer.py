@@ -22,6 +22,7 @@ from data_tools.atomic import atomic_dir, write_json
 from data_tools.errors import UserError
 from finetune.modeling import train_loss
 from pretrain.alum import AlumStats
+from pretrain.engine import param_groups
 from pretrain.loss_scale import AscentScaler
 
 
@@ -33,12 +34,7 @@ def save_hf_dir(model, tokenizer, out_dir: Path) -> None:
 
 
 def _optimizer(model, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
-    # Biases and LayerNorm weights are not decayed (BERT's recipe, as in run_glue.py).
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = param_groups(model, weight_decay)  # biases and LayerNorm weights are not decayed
     # The fused kernel (CPU and CUDA) is HF Trainer's default too ("adamw_torch_fused"); DeepSpeed's ZeRO
     # wrappers get the plain one.
     return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
@@ -78,7 +74,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
     """
     from tqdm.auto import tqdm
 
-    loop = _Loop(model, tokenizer, opts, steps_per_epoch, evaluate, metric, Path(out_dir))
+    loop = FinetuneLoop(model, tokenizer, opts, steps_per_epoch, evaluate, metric, Path(out_dir))
     alum = opts.alum.build()
     loop.use_alum(alum)
     gen = torch.Generator().manual_seed(opts.seed + 7919 * loop.rank)
@@ -103,7 +99,7 @@ def fit(model, tokenizer, opts, train_batches: Callable[[int], Iterator[dict]], 
     return loop.finish(extra_metrics)
 
 
-class _Loop:
+class FinetuneLoop:
     """State of one fine-tuning run: optimizer, schedule, optional DeepSpeed engine, logging, best score."""
 
     def __init__(self, model, tokenizer, opts, steps_per_epoch: int, evaluate: Callable, metric: str,

@@ -231,8 +231,9 @@ class AdvResult:
     ascent_gain: torch.Tensor | None = None
 
 
-def _up(x: torch.Tensor) -> torch.Tensor:
-    # Softmax/KL in at least float32: half precision cannot resolve the tiny divergences of the ascent.
+def _upcast_half(x: torch.Tensor) -> torch.Tensor:
+    # float16/bfloat16 -> float32, other dtypes unchanged: softmax/KL and δ in at least float32, since half
+    # precision cannot resolve the tiny divergences of the ascent.
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -250,8 +251,8 @@ def sym_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar: summed over the class axis, averaged over all other positions; computed in (at least) float32.
     """
-    logp = F.log_softmax(_up(logits_p), dim=-1)
-    logq = F.log_softmax(_up(logits_q), dim=-1)
+    logp = F.log_softmax(_upcast_half(logits_p), dim=-1)
+    logq = F.log_softmax(_upcast_half(logits_q), dim=-1)
     # KL(p‖q) + KL(q‖p) = Σ (p - q)(log p - log q): one pass instead of two kl_div calls.
     return _mean_rows(((logp.exp() - logq.exp()) * (logp - logq)).sum(-1))
 
@@ -261,14 +262,14 @@ def kl(logits_target: torch.Tensor, logits_input: torch.Tensor) -> torch.Tensor:
 
     The authors' ascent loss ``KL(adv_logits, logits.detach())`` is ``kl(clean, adv)`` here.
     """
-    logt = F.log_softmax(_up(logits_target), dim=-1)
-    logi = F.log_softmax(_up(logits_input), dim=-1)
+    logt = F.log_softmax(_upcast_half(logits_target), dim=-1)
+    logi = F.log_softmax(_upcast_half(logits_input), dim=-1)
     return _mean_rows((logt.exp() * (logt - logi)).sum(-1))
 
 
 def token_scale(embeds: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
     """Per-token length unit ``[..., 1]`` (detached, at least float32): ‖x_t‖ in relative units, 1 in absolute."""
-    x = _up(embeds.detach())
+    x = _upcast_half(embeds.detach())
     if cfg.units == "absolute":
         return torch.ones((*x.shape[:-1], 1), dtype=x.dtype, device=x.device)
     return x.norm(dim=-1, keepdim=True)
@@ -283,16 +284,36 @@ def init_delta(embeds: torch.Tensor, cfg: AlumConfig, generator: torch.Generator
     scale = token_scale(embeds, cfg)
     noise = torch.randn(embeds.shape, generator=generator, device=embeds.device, dtype=torch.float32).to(scale.dtype)
     if cfg.init == "sphere":
-        return noise / _safe(noise.norm(dim=-1, keepdim=True)) * cfg.eps * scale
+        return l2_direction(noise) * cfg.eps * scale
     if cfg.units == "relative":
         return noise * (cfg.init_std / math.sqrt(embeds.size(-1))) * scale
     return noise * cfg.init_std
 
 
-def _safe(norms: torch.Tensor) -> torch.Tensor:
-    # Only a token whose gradient is exactly 0 (padding) needs protecting: its direction stays 0. An additive
-    # guard would swamp the tiny δ-gradients of small inits.
+def safe_divisor(norms: torch.Tensor) -> torch.Tensor:
+    """``norms`` with exact zeros replaced by 1, to divide by: a zero vector (a padding token's gradient) stays 0.
+
+    Only exact zeros need protecting; an additive guard (``norm + tiny``) would swamp the tiny δ-gradients of
+    small inits.
+    """
     return torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+def l2_direction(x: torch.Tensor) -> torch.Tensor:
+    """Each token's vector (last axis) scaled to ℓ2 norm 1; an all-zero vector stays 0 (see :func:`safe_divisor`)."""
+    return x / safe_divisor(x.norm(dim=-1, keepdim=True))
+
+
+def project_l2(delta: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+    """Project each token's ``delta`` (last axis) onto the ℓ2 ball of ``radius``: longer vectors are scaled down
+    to norm ``radius``, shorter ones are unchanged.
+
+    Args:
+        delta: ``[..., H]``.
+        radius: a float, or a per-token ``[..., 1]`` tensor (relative units: ε·‖x_t‖).
+    """
+    norms = delta.norm(dim=-1, keepdim=True)
+    return delta * torch.clamp(radius / (norms + 1e-12), max=1.0)
 
 
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig,
@@ -308,20 +329,18 @@ def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig,
     Returns:
         The new δ (at least float32). Norms are per token, over the last axis.
     """
-    delta, grad = _up(delta), _up(grad)
+    delta, grad = _upcast_half(delta), _upcast_half(grad)
     unit = 1.0 if scale is None else scale
     if cfg.norm == "token_linf":
         # Authors (adv_masked_lm.py): step along the raw gradient, then rescale each token to ℓ∞ ≈ 1.
         moved = delta + cfg.step_size * grad
         return moved / (moved.abs().amax(-1, keepdim=True) + _NORM_TINY)
     if cfg.norm == "linf":
-        direction = grad / _safe(grad.abs().amax(-1, keepdim=True))
+        direction = grad / safe_divisor(grad.abs().amax(-1, keepdim=True))
         radius = cfg.eps * unit
         return torch.clamp(delta + cfg.step_size * unit * direction, -radius, radius)
-    direction = grad / _safe(grad.norm(dim=-1, keepdim=True))
-    moved = delta + cfg.step_size * unit * direction
-    norms = moved.norm(dim=-1, keepdim=True)
-    return moved * torch.clamp(cfg.eps * unit / (norms + 1e-12), max=1.0)
+    moved = delta + cfg.step_size * unit * l2_direction(grad)
+    return project_l2(moved, cfg.eps * unit)
 
 
 def _ascent_objective(clean_logits: torch.Tensor, adv_logits: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
@@ -366,7 +385,7 @@ def _token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 def _same_norm_random(delta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     noise = torch.randn(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
-    return noise / _safe(noise.norm(dim=-1, keepdim=True)) * delta.float().norm(dim=-1, keepdim=True)
+    return l2_direction(noise) * delta.float().norm(dim=-1, keepdim=True)
 
 
 def adversarial_loss(
@@ -422,7 +441,7 @@ def adversarial_loss(
         loss_scale = scaler.scale if scaler is not None else 1.0
         # Scaled so that float16 activations' gradients do not underflow to zero; unscaled in float32.
         (grad,) = torch.autograd.grad(objective * loss_scale, delta)
-        grad = _up(grad) / loss_scale
+        grad = _upcast_half(grad) / loss_scale
         if not bool(torch.isfinite(grad).all()):
             overflow = True
             if scaler is not None:
@@ -463,7 +482,7 @@ def _diagnostics(embeds: torch.Tensor, delta: torch.Tensor, start: torch.Tensor,
                  token_mask: torch.Tensor | None) -> dict:
     with torch.no_grad():
         d = delta.float()
-        ratio = d.norm(dim=-1, keepdim=True) / _safe(embeds.detach().float().norm(dim=-1, keepdim=True))
+        ratio = d.norm(dim=-1, keepdim=True) / safe_divisor(embeds.detach().float().norm(dim=-1, keepdim=True))
         cos = F.cosine_similarity(d, start.float(), dim=-1, eps=1e-30).unsqueeze(-1)
         return {"delta_ratio": _token_mean(ratio, token_mask), "delta_cos_init": _token_mean(cos, token_mask)}
 

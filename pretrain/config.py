@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data_tools.errors import UserError
+from data_tools.jsonfile import parse_json
 
 
 class _Section(BaseModel):
@@ -337,10 +338,7 @@ def load_json(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: config file not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates(str(path)))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+    obj = parse_json(text, path, column=True, object_pairs_hook=_no_duplicates(str(path)))
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
     return obj

@@ -81,8 +81,12 @@ def validate_deepspeed(ds: dict[str, Any], path: str) -> None:
         raise UserError(f"{path}: fp16.enabled needs a CUDA device (DeepSpeed refuses fp16 on CPU); use bf16 or fp32")
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # BERT's recipe: no weight decay on biases and LayerNorm weights (every 1-D parameter).
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: ``weight_decay`` on matrices, none on biases and LayerNorm weights.
+
+    BERT's recipe (also run_glue.py's): every trainable parameter with fewer than 2 dimensions is not decayed.
+    Frozen parameters (``requires_grad=False``) are left out. Used by pre-training and fine-tuning.
+    """
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -93,7 +97,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The client optimizer named by ``optim.name`` (DeepSpeed's fused/CPU kernels where asked for)."""
     o = cfg.optim
-    groups = _param_groups(model, o.weight_decay)
+    groups = param_groups(model, o.weight_decay)
     kw = dict(lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, **kw)

@@ -86,7 +86,7 @@ class Monitor:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    def step(self, step: int, stats: torch.Tensor, ga: int, seconds: float, wait: float, lr: float,
+    def step(self, step: int, stats: torch.Tensor, accum_steps: int, seconds: float, wait: float, lr: float,
              scale: float, grad_norm: float | None) -> float | None:
         """Account one optimizer step; every ``log_interval`` steps reduce over ranks and log.
 
@@ -94,7 +94,7 @@ class Monitor:
             step: Optimizer steps done.
             stats: This rank's sums over its micro-batches: loss, mlm, adv, overflow, correct, count, tokens,
                 then ``AlumStats.vector``'s six ALUM sums.
-            ga: Gradient-accumulation steps (micro-batches per step and rank).
+            accum_steps: Gradient-accumulation steps (micro-batches per step and rank).
             seconds: Wall time of the step; wait: of which spent waiting for data.
             lr, scale, grad_norm: From the engine.
         Returns:
@@ -112,7 +112,7 @@ class Monitor:
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(acc)
         acc = acc.cpu()
-        n_micro = ga * self.dist.world_size * self._steps
+        n_micro = accum_steps * self.dist.world_size * self._steps
         loss, mlm, adv = (acc[:3] / n_micro).tolist()
         self.overflows += acc[3].item()
         samples = self.cfg.train.global_batch * self._steps

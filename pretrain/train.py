@@ -118,8 +118,8 @@ def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str
     return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": (sums[1] / sums[2].clamp(min=1)).item()}
 
 
-def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torch.Tensor, float]:
-    """``ga`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on the last).
+def _one_step(engine, model, batches, accum_steps: int, ids_log, step: int) -> tuple[torch.Tensor, float]:
+    """``accum_steps`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on the last).
 
     Returns:
         Sums over the micro-batches (loss, mlm, adv, overflow, correct, count, tokens, then the 6 ALUM
@@ -128,7 +128,7 @@ def _one_step(engine, model, batches, ga: int, ids_log, step: int) -> tuple[torc
     """
     stats = torch.zeros(N_STATS, dtype=torch.float64, device=engine.device)
     wait = 0.0
-    for _ in range(ga):
+    for _ in range(accum_steps):
         tw = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - tw
@@ -204,7 +204,7 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
             write_json(run_dir / "deepspeed_config.json", ds)
 
     total = cfg.total_steps()
-    ga = engine.gradient_accumulation_steps()
+    accum_steps = engine.gradient_accumulation_steps()
     monitor = Monitor(cfg, run_dir, dist, model, start_step=step, total_steps=total)
     result = TrainResult(run_dir=run_dir, step=step, rank=dist.rank, model=model)
     ids_log = _SampleIdLog(run_dir, dist.rank, step) if cfg.train.log_sample_ids else None
@@ -215,10 +215,10 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
         checkpoint.set_rng_state(client["rng"])
     while step < total and not exit_early:
         t0 = time.perf_counter()
-        stats, wait = _one_step(engine, model, batches, ga, ids_log, step + 1)
+        stats, wait = _one_step(engine, model, batches, accum_steps, ids_log, step + 1)
         step += 1
         consumed += cfg.train.global_batch
-        logged = monitor.step(step, stats, ga, time.perf_counter() - t0, wait, engine.get_lr()[0],
+        logged = monitor.step(step, stats, accum_steps, time.perf_counter() - t0, wait, engine.get_lr()[0],
                               loss_scale(engine), engine.get_global_grad_norm())
         if logged is not None:
             result.losses[step] = logged
