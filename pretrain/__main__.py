@@ -1,4 +1,4 @@
-"""``python -m pretrain {prepare-data,train,export}`` — thin CLI over ``pretrain.loader``, ``pretrain.train.run``
+"""``python -m pretrain {prepare-data,train,export,build-ops}`` — thin CLI over ``pretrain.loader``, ``pretrain.train.run``
 and ``pretrain.export``.
 
 Examples::
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--trust-checkpoint", action="store_true",
                    help="load checkpoint files that need more than tensors and plain data (full unpickling can "
                         "run code in the file: only for checkpoints you made)")
+    sub.add_parser("build-ops", help="compile DeepSpeed's CPU ops (shared-memory collectives, cpu_adam) now",
+                   epilog="They compile on first use otherwise (minutes on a small machine), into "
+                          "TORCH_EXTENSIONS_DIR; `make test` runs this beside the data_tools tests.")
     r = sub.add_parser("config-reference", help="print the run-config reference (Markdown, from the typed model)",
                        epilog="example: python -m pretrain config-reference --update-readme README.md")
     r.add_argument("--update-readme", metavar="README", default=None,
@@ -146,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
         _train(args, rest)
     elif args.command == "prepare-data":
         _prepare_data(args, rest)
+    elif args.command == "build-ops":
+        from pretrain.engine import build_ops
+
+        for name, seconds in build_ops():
+            print(f"{name}: ready ({seconds:.1f}s)", flush=True)
     elif args.command == "config-reference":
         from pretrain.config_docs import reference_markdown, update_readme
 

@@ -70,3 +70,24 @@ def test_duplicate_key_in_deepspeed_json(tmp_path):
     with pytest.raises(UserError, match="duplicate key 'zero_optimization'"):
         load_json(path)
     json.loads(path.read_text())  # plain json would silently keep the last one
+
+
+def test_build_ops_compiles_into_the_extension_cache(capsys):
+    # `make test` runs this before the DeepSpeed tests; they then find both ops built. Called twice: the
+    # second call is a cache hit, the same load every training run does.
+    import os
+    from pathlib import Path
+
+    from pretrain.__main__ import main
+
+    main(["build-ops"])
+    out = [line for line in capsys.readouterr().out.splitlines() if ": ready (" in line]  # DeepSpeed logs too
+    assert [line.split(":")[0] for line in out] == ["deepspeed_shm_comm", "cpu_adam"]
+    cache = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    built = {p: p.stat().st_mtime_ns for name in ("deepspeed_shm_comm", "cpu_adam")
+             for p in cache.glob(f"{name}/{name}*.so")}
+    assert len(built) == 2, sorted(built)
+    from pretrain.engine import build_ops
+
+    assert [name for name, _ in build_ops()] == ["deepspeed_shm_comm", "cpu_adam"]
+    assert {p: p.stat().st_mtime_ns for p in built} == built  # found in the cache, not rebuilt
