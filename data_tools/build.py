@@ -8,6 +8,7 @@ end, ``.idx`` last), so a killed build leaves no pair that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import re
@@ -201,6 +202,31 @@ def _check_args(output: str | os.PathLike, workers: int, shards: int | None, sha
     return output
 
 
+def _corpus_meta(tok, inputs: list, split_sentences: bool) -> dict:
+    """What every shard's ``.meta.json`` records about how it was made."""
+    return {
+        "format": "MMIDIDX",
+        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint,
+                      "path": str(Path(tok.path).resolve())},
+        "splitter": f"blingfire-{version('blingfire')}" if split_sentences else "none",
+        "sequence": "sentence" if split_sentences else "document",
+        "inputs": [str(p) for p in inputs],
+    }
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, tokenizer: str, split_sentences: bool):
+    """Tokenizer processes: drained (close + join) on success, terminated on an error or interrupt."""
+    pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(tokenizer, split_sentences))
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
+
+
 def build(
     inputs: list[str | os.PathLike],
     tokenizer: str | os.PathLike,
@@ -245,35 +271,28 @@ def build(
     sharded = shards is not None or shard_size is not None
     policy = BadInputPolicy(skip=skip_bad, max_doc_bytes=max_doc_bytes)
     docs = read_documents(inputs, json_key=json_key, policy=policy, kind=input_kind, raw_wiki=True)
-    meta = {
-        "format": "MMIDIDX",
-        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "fingerprint": tok.fingerprint,
-                      "path": str(Path(tok.path).resolve())},
-        "splitter": f"blingfire-{version('blingfire')}" if split_sentences else "none",
-        "sequence": "sentence" if split_sentences else "document",
-        "inputs": [str(p) for p in inputs],
-    }
+    meta = _corpus_meta(tok, inputs, split_sentences)
     writers: dict[int, IndexedCorpusWriter] = {}
     ensure_parent(output)
     for stale in _stale_outputs(output):
         stale.unlink(missing_ok=True)
-
-    def writer_for(k: int) -> IndexedCorpusWriter:
-        if k not in writers:
-            w = IndexedCorpusWriter(shard_prefix(output, k) if sharded else output, dt, meta=dict(meta, shard=k))
-            writers[k] = w.__enter__()
-        return writers[k]
-
-    if shards is not None:
-        for k in range(shards):  # every requested shard exists, even if there are fewer documents
-            writer_for(k)
     result = BuildResult(prefixes=[])
     start = time.perf_counter()
-    pool = None
-    try:
+    # Every writer and the worker pool leave through the stack: on an error each writer discards its partial
+    # files and the pool is terminated; on success the pool is drained and every writer completes its shard.
+    with contextlib.ExitStack() as stack:
+
+        def writer_for(k: int) -> IndexedCorpusWriter:
+            if k not in writers:
+                path = shard_prefix(output, k) if sharded else output
+                writers[k] = stack.enter_context(IndexedCorpusWriter(path, dt, meta=dict(meta, shard=k)))
+            return writers[k]
+
+        if shards is not None:
+            for k in range(shards):  # every requested shard exists, even if there are fewer documents
+                writer_for(k)
         if workers > 1:
-            ctx = mp.get_context("fork")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), split_sentences))
+            pool = stack.enter_context(_worker_pool(workers, str(tokenizer), split_sentences))
             encoded = ordered_map(pool, _encode_in_worker, _batches(docs), in_flight=3 * workers)
         else:
             encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs))
@@ -281,19 +300,9 @@ def build(
         if result.documents == 0:
             raise UserError(f"{', '.join(map(str, inputs))}: no document produced any token (empty input?)")
         writer_for(0)
-        for k in sorted(writers):
-            writers[k].meta["num_shards"] = len(writers) if sharded else 1
-    except BaseException:
-        if pool is not None:
-            pool.terminate()
         for w in writers.values():
-            w.__exit__(*sys.exc_info())
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
+            w.meta["num_shards"] = len(writers) if sharded else 1
     for k in sorted(writers):
-        writers[k].__exit__(None, None, None)
         result.prefixes.append(writers[k].prefix)
         result.shard_documents.append(writers[k].documents)
     _remove_other_layouts(output, result.prefixes)
