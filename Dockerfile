@@ -64,10 +64,12 @@ COPY --chown=alum:alum configs ./configs
 COPY --chown=alum:alum scripts ./scripts
 COPY --chown=alum:alum deepspeed_configs ./deepspeed_configs
 COPY --chown=alum:alum docker ./docker
+COPY --chown=alum:alum requirements ./requirements
 # The project with its exact pins (pyproject.toml); torch and deepspeed above already satisfy theirs.
 # hadolint ignore=DL3013
 RUN pip install ".[dev]" \
     && pip install --no-deps megatron-core==0.16.1 gensim==4.4.0 \
+    && pip install --no-deps -r requirements/textattack.txt \
     && chmod +x docker/run_pretrain.sh
 
 USER 1000:1000

@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile requirements/textattack.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: an unpinned torch (or deepspeed first) would pull a multi-GB CUDA build.
@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	# Both only for their files: Megatron's reader (compatibility tests) and gensim's shipped data.
 	$(PY) -m pip install -q --no-deps megatron-core==0.16.1 gensim==4.4.0
+	# TextAttack (DeepWordBug, `python -m finetune text-attack`): its flair dependency pins transformers<5, so
+	# it and the packages its imports need go in without dependency resolution (finetune/textattack_env.py).
+	$(PY) -m pip install -q --no-deps -r requirements/textattack.txt
 	touch $(STAMP)
 
 # pytest workers for the second half of `make test` (2 = this project's CI machine: 2 cores).

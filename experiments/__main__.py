@@ -5,7 +5,7 @@ Examples::
     python -m experiments replicate --budget quick -o runs/replicate            # ≤ 15 min on 2 cores
     python -m experiments replicate --budget full -o runs/replicate-full --seeds 5
     python -m experiments replicate --budget tiny -o /tmp/rep --seeds 1         # what CI runs
-    python -m experiments readme --results experiments/results/quick.json --update-readme README.md
+    python -m experiments readme --results experiments/results/full.json --update-readme README.md
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=("tiny", "quick", "full"), default="quick",
                    help="tiny: CI smoke run; quick: ≤ 15 min on 2 cores; full: ≤ 90 min (default: quick)")
     p.add_argument("-o", "--output", default="runs/replicate", help="study folder (reruns reuse finished jobs)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the budget's, 3 for quick/full)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the budget's: 3 for quick, 5 for full)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: pre-train a larger model for longer on the GPU (fine-tuning stays on the CPU)")
     p.add_argument("--workers", type=int, default=None, help="jobs run at once (default: the budget's, 2)")
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default=None, help="a line stored in results.json and printed with the report "
                                                 "(e.g. the code version, or that the machine was shared)")
     r = sub.add_parser("readme", help="render a results.json as markdown, or rewrite the README's section")
-    r.add_argument("--results", default=None, help="results JSON (default: experiments/results/quick.json)")
+    r.add_argument("--results", default=None, help="results JSON (default: experiments/results/full.json, the committed study)")
     r.add_argument("--update-readme", metavar="README", default=None, help="rewrite this README's block")
     return parser
 

@@ -172,14 +172,23 @@ def headline_eps(results: dict) -> str:
     return f"{eps[len(eps) // 2]:g}" if eps else "0"
 
 
+def at_majority(results: dict, task: str, arm: str) -> bool:
+    """Whether a fine-tuned arm's mean clean accuracy is within 2 points of the majority class: such a model
+    predicts (nearly) one class, and its accuracy under attack measures that, not robustness."""
+    majority = results["data"]["tasks"][task]["dev_majority_accuracy"]
+    return mean_std([r["clean"] for r in results["finetune"][task][arm]["runs"]])[0] <= majority + 0.02
+
+
 def comparisons(results: dict) -> list[dict]:
-    """The study's questions, each a paired difference over seeds (a − b)."""
+    """The study's questions, each a paired difference over seeds (a − b). A fine-tuning comparison with an
+    arm at the majority class is marked ``at_majority``: it gets no verdict, whatever its p."""
     out = []
     pre = results["pretrain"]
 
-    def add(group: str, what: str, metric: str, a_vals: list[float], b_vals: list[float], better: str) -> None:
+    def add(group: str, what: str, metric: str, a_vals: list[float], b_vals: list[float], better: str,
+            flat: bool = False) -> None:
         out.append({"group": group, "what": what, "metric": metric, "better": better,
-                    **paired_test(a_vals, b_vals)})
+                    **paired_test(a_vals, b_vals), "at_majority": flat})
 
     for a, b, what in (("scratch/noise", "scratch/plain", "noise vs plain pre-training"),
                        ("scratch/alum", "scratch/plain", "ALUM vs plain pre-training"),
@@ -196,9 +205,10 @@ def comparisons(results: dict) -> list[dict]:
     for task, runs in results["finetune"].items():
         for a, b, what in pairs:
             ra, rb = runs[a]["runs"], runs[b]["runs"]
+            flat = at_majority(results, task, a) or at_majority(results, task, b)
             add(task, what, "clean", [r["clean"] for r in ra], [r["clean"] for r in rb], "higher")
             add(task, what, f"eps={eps}", [r["attacked"][eps] for r in ra], [r["attacked"][eps] for r in rb],
-                "higher")
+                "higher", flat)
             add(task, what, "deepwordbug", [r["deepwordbug"]["accuracy"] for r in ra],
-                [r["deepwordbug"]["accuracy"] for r in rb], "higher")
+                [r["deepwordbug"]["accuracy"] for r in rb], "higher", flat)
     return out

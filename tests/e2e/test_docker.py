@@ -83,3 +83,11 @@ def test_run_script_rejects_an_unknown_launcher(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: LAUNCHER=slurm: expected deepspeed, torchrun or mpirun"
+
+
+def test_image_and_venv_install_textattack_the_same_way():
+    # TextAttack goes in with --no-deps (its flair pins transformers<5): both installs read one pinned list.
+    assert "requirements/textattack.txt" in (ROOT / "Makefile").read_text()
+    assert "pip install --no-deps -r requirements/textattack.txt" in DOCKERFILE.read_text()
+    pins = (ROOT / "requirements" / "textattack.txt").read_text().split()
+    assert "textattack==0.3.11" in pins and all("==" in p for p in pins if not p.startswith("#") and "==" in p)

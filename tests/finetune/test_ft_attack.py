@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ft_helpers import cli
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -66,3 +67,65 @@ def test_relative_units_need_l2(bbc_run, bbc, tmp_path):
 
     with pytest.raises(UserError, match="--units relative"):
         run_attack(str(bbc_run["dir"] / "best"), str(_dev_subset(bbc, tmp_path, n=4)), eps=[0.1], norm="linf")
+
+
+# ------------------------------------------------------------------ TextAttack's DeepWordBug (text-attack)
+# Here rather than in a file of its own: it attacks the same fine-tuned model (bbc_run), built once per worker.
+
+
+def test_visible_prefix_keeps_exactly_what_the_model_reads(bbc_run, bbc):
+    from finetune.text_attack import visible_prefix
+
+    tok = AutoTokenizer.from_pretrained(str(bbc_run["dir"] / "best"))
+    text = read_examples(bbc / "dev.tsv", TaskLayout()).text_a[0]
+    cut = visible_prefix(tok, text, 32)
+    assert len(cut) < len(text) and text.startswith(cut) and text[len(cut)].isspace()
+    full, short = tok(text, truncation=True, max_length=32)["input_ids"], tok(cut)["input_ids"]
+    assert short[:-1] == full[: len(short) - 1] and len(short) <= 32  # a prefix of what the model reads
+    assert visible_prefix(tok, "short text", 32) == "short text"
+
+
+def test_deepwordbug_flips_predictions_of_a_trained_model(bbc_run, bbc, tmp_path):
+    import Levenshtein
+
+    from finetune.text_attack import run_text_attack
+
+    best = bbc_run["dir"] / "best"
+    data = _dev_subset(bbc, tmp_path, n=12)
+    out = tmp_path / "dwb.json"
+    code, stdout, err = cli("text-attack", "--model", str(best), "--data", str(data), "--examples", "12",
+                            "--max-seq-len", "64", "--seed", "0", "-o", str(out))
+    assert code == 0, err
+    assert stdout.strip().startswith("deepwordbug: clean accuracy=")
+    result = json.loads(out.read_text())
+    r = result["results"][0]
+    assert r["examples"] == 12 and r["succeeded"] + r["failed"] + r["skipped"] == 12
+    assert result["stopwords"]  # which stopword list TextAttack used is on record
+    # The clean accuracy TextAttack saw is our own model's on the same rows (the wrapper and the cut are faithful).
+    model = AutoModelForSequenceClassification.from_pretrained(str(best)).eval()
+    tok = AutoTokenizer.from_pretrained(str(best))
+    ex = read_examples(data, TaskLayout())
+    label_id = {v: k for k, v in model.config.id2label.items()}
+    enc = encode_examples(tok, ex, 64, label_id)
+    clean = float((predict(model, enc, 64, tok.pad_token_id, False).argmax(-1) == np.array(enc["labels"])).mean())
+    assert r["clean_accuracy"] == pytest.approx(clean) and clean > 0.5
+    # The intended effect: the attack flips predictions, with small character edits.
+    assert r["accuracy"] < r["clean_accuracy"] and r["success_rate"] > 0 and result["adversarial"]
+    for adv in result["adversarial"]:
+        assert adv["edited"] != adv["original"] and Levenshtein.distance(adv["edited"], adv["original"]) <= 30
+        ids = tok([adv["edited"]], truncation=True, max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            predicted = model.config.id2label[int(model(**ids).logits.argmax(-1))]
+        assert predicted == adv["predicted"] != adv["label"]
+    # Seeded: the same rows give the same numbers.
+    again = run_text_attack(str(best), str(data), examples=12, max_seq_len=64, seed=0)["results"][0]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in r.items() if k != "seconds"}
+
+
+def test_text_attack_without_textattack_says_how_to_install(monkeypatch):
+    import finetune.textattack_env as env
+    from data_tools.errors import UserError
+
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="TextAttack is not installed; `make venv` installs it"):
+        env.import_textattack()
