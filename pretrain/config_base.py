@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from data_tools.errors import UserError
 from data_tools.jsonfile import parse_json
@@ -27,6 +27,24 @@ class Section(BaseModel):
     # allow_inf_nan=False: nan/inf never make sense as a setting (nan even passes no bound: every comparison fails).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
                               allow_inf_nan=False)
+
+    renamed: ClassVar[dict[str, str]] = {}
+    """Old top-level key -> its current name, for files written before a rename (both at once: an error)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _current_names(cls, data: Any) -> Any:
+        return rename_keys(cls, data) if isinstance(data, dict) else data
+
+
+def rename_keys(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the old names of ``cls.renamed`` replaced by the current ones (a copy when any)."""
+    for old, new in getattr(cls, "renamed", {}).items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"{old}: the old name of {new}; give only one of them")
+            data = {new if k == old else k: v for k, v in data.items()}
+    return data
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -207,5 +225,9 @@ def load(cls: type[S], path: str | Path | None, command_line: CommandLine | list
     """
     if not isinstance(command_line, CommandLine):
         command_line = parse_overrides(command_line or [])
-    raw = command_line.applied_to(load_json(path) if path else {})
-    return validate(cls, raw, str(path) if path else None, command_line.flags)
+    source = str(path) if path else None
+    try:  # old names first, so that the command line's current name overrides a file's old one
+        raw = rename_keys(cls, load_json(path)) if path else {}
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    return validate(cls, command_line.applied_to(raw), source, command_line.flags)
