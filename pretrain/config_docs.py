@@ -9,7 +9,7 @@ fails when a README copy is stale.
 from __future__ import annotations
 
 import inspect
-import re
+import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,11 +25,21 @@ END = "<!-- config-reference:end -->"
 
 
 def _type_name(annotation: object) -> str:
-    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
-    text = text.replace("typing.", "").replace("NoneType", "None")
-    text = re.sub(r"Optional\[(.*)\]$", r"\1 | None", text)
-    text = re.sub(r"Literal\[(.*?)\]", lambda m: " | ".join(m.group(1).split(", ")), text)
-    return text.replace("|", "\\|")
+    return _plain_type(annotation).replace("|", "\\|")
+
+
+def _plain_type(annotation: object) -> str:
+    # Read from the annotation's structure: its str() spells Annotated[...] bounds and module paths out.
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain_type(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_plain_type(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_plain_type(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 def _default(field) -> str:
