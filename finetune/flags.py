@@ -149,7 +149,8 @@ def options_from(model: type[Section], args: argparse.Namespace, rest: list[str]
     typed = CommandLine()
     for key, (value, flag) in getattr(args, "given", {}).items():
         typed.set(key, value, flag)
-    return load(model, args.config, typed.merged(parse_overrides(rest)))
+    spelled = {key: next(f for f in flag_names(key) if f.startswith("--")) for key, _ in leaf_fields(model)}
+    return load(model, args.config, typed.merged(parse_overrides(rest)), spelled)
 
 
 # --------------------------------------------------------------------------------------------- reference

@@ -141,7 +141,7 @@ def parse_overrides(tokens: list[str]) -> CommandLine:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--") or len(token) == 2:
-            raise UserError(f"override {token!r}: expected --section.key VALUE (e.g. --train.micro_batch 8)")
+            raise UserError(f"override {token!r}: expected --key VALUE or --section.key VALUE (e.g. --alum.alpha 2)")
         if "=" in token:
             key, value = token[2:].split("=", 1)
             i += 1
@@ -163,13 +163,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 # --------------------------------------------------------------------------------------------- validation
 
 
-def format_error(exc: ValidationError, source: str | None = None, flags: Mapping[str, str] | None = None) -> str:
+def format_error(exc: ValidationError, source: str | None = None, flags: Mapping[str, str] | None = None,
+                 options: Mapping[str, str] | None = None) -> str:
     """The first error of ``exc`` as one line: where (the file, or the flag that gave the value), key, problem.
 
     Args:
         exc: pydantic's error.
         source: the file the values came from (None: no file; the line then starts at the key).
         flags: dotted key -> the command-line flag that set it; such a key's error names the flag instead.
+        options: dotted key -> the flag that could give it, named when the key is missing.
     """
     flags = flags or {}
     err = exc.errors()[0]
@@ -190,7 +192,8 @@ def format_error(exc: ValidationError, source: str | None = None, flags: Mapping
     if err["type"] == "extra_forbidden":
         return f"{prefix}unknown key {loc!r}"
     if err["type"] == "missing":
-        return f"{prefix}missing required key {loc!r}"
+        hint = f" (give {options[loc]})" if options and loc in options else ""
+        return f"{prefix}missing required key {loc!r}{hint}"
     if whole_section:
         return f"{prefix}{msg}"
     if err["type"] == "value_error":  # a field's own check: its message already says what it got
@@ -205,21 +208,23 @@ def _prefixes(loc: str) -> list[str]:
 
 
 def validate(cls: type[S], raw: dict[str, Any], source: str | None = None,
-             flags: Mapping[str, str] | None = None) -> S:
+             flags: Mapping[str, str] | None = None, options: Mapping[str, str] | None = None) -> S:
     """``cls`` from ``raw``, or a one-line UserError (see ``format_error``)."""
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(format_error(exc, source, flags)) from None
+        raise UserError(format_error(exc, source, flags, options)) from None
 
 
-def load(cls: type[S], path: str | Path | None, command_line: CommandLine | list[str] | None = None) -> S:
+def load(cls: type[S], path: str | Path | None, command_line: CommandLine | list[str] | None = None,
+         options: Mapping[str, str] | None = None) -> S:
     """Load ``cls`` from a JSON file (optional), then the command line's values on top.
 
     Args:
         cls: the config model.
         path: its JSON file, or None (every value from the command line and the defaults).
         command_line: parsed values, or raw ``--a.b value`` tokens.
+        options: dotted key -> its flag, named in the error for a missing key.
     Returns:
         The validated config; UserError naming the file or flag and the key on any problem.
     """
@@ -230,4 +235,4 @@ def load(cls: type[S], path: str | Path | None, command_line: CommandLine | list
         raw = rename_keys(cls, load_json(path)) if path else {}
     except ValueError as exc:
         raise UserError(f"{source}: {exc}") from None
-    return validate(cls, command_line.applied_to(raw), source, command_line.flags)
+    return validate(cls, command_line.applied_to(raw), source, command_line.flags, options)

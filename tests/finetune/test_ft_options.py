@@ -63,6 +63,8 @@ def test_duplicate_and_unknown_keys_name_the_file_and_key(tmp_path):
         options("attack", "--config", str(cfg))
     with pytest.raises(UserError, match=r"^command line --alum.apha: unknown key 'alum.apha'$"):
         options("classify", *WHERE, "--alum.apha", "2")
+    with pytest.raises(UserError, match=r"^missing required key 'output_dir' \(give --output-dir\)$"):
+        options("classify", *WHERE[:-2])
 
 
 def test_bad_values_name_the_flag_as_typed(tmp_path):
