@@ -50,6 +50,7 @@ class Budget:
     finetune_seq_len: int = RECIPE.seq_len
     attack_eps: tuple[float, ...] = ATTACK_EPS
     attack_steps: int = 3
+    text_attack_examples: int = 100  # dev rows attacked by TextAttack's DeepWordBug (``finetune text-attack``)
     tasks: tuple[str, ...] = ("bbc", "polarity")
     seeds: int = 3
     workers: int = 2
@@ -58,7 +59,8 @@ class Budget:
 BUDGETS = {
     "tiny": Budget(name="tiny", vocab_size=500, bbc_limit=120, bbc_dev_limit=60, wiki_limit=5, hidden=32, layers=1,
                    heads=2, batch=8, pretrain_steps=12, warmup_ratio=0.1, eval_samples=16, continual_steps=4,
-                   finetune_epochs=0.5, attack_eps=(0.0, ALUM_EPS), attack_steps=1, tasks=("bbc",), seeds=1),
+                   finetune_epochs=0.5, attack_eps=(0.0, ALUM_EPS), attack_steps=1, text_attack_examples=8,
+                   tasks=("bbc",), seeds=1),
     "quick": Budget(name="quick", tasks=("bbc",)),
     "full": Budget(name="full", pretrain_steps=2000, continual_steps=600, finetune_epochs=3.0, seeds=5),
 }

@@ -10,7 +10,8 @@ Pre-training arms (one small BERT, the same samples in the same order, the same 
   ALUM (the paper's continual pre-training of RoBERTa, §4.2 of Liu et al. 2020).
 
 Every pre-trained model is fine-tuned on each task plain and with ALUM (α = 1, ``--alum --alum-variant
-default``), then attacked (``finetune attack``) at every ε of the budget. Arms differ only in their ALUM
+default``), then attacked: in embedding space (``finetune attack``) at every ε of the budget, and with
+TextAttack's DeepWordBug character edits (``finetune text-attack``) on the first dev rows. Arms differ only in their ALUM
 options: ``pretrain_config`` builds every arm's config from one base and changes only the ``alum`` section.
 """
 
@@ -105,6 +106,9 @@ class Layout:
     def attack(self, task: str, arm: PretrainArm, ft: str, seed: int) -> Path:
         return self.out / "attack" / task / arm.stage / arm.alum / ft / f"seed{seed}.json"
 
+    def text_attack(self, task: str, arm: PretrainArm, ft: str, seed: int) -> Path:
+        return self.out / "text_attack" / task / arm.stage / arm.alum / ft / f"seed{seed}.json"
+
 
 def jobs(budget: Budget, data: StudyData, layout: Layout, seeds: list[int]) -> list[Job]:
     """Every job of the study, with its dependencies."""
@@ -144,4 +148,10 @@ def jobs(budget: Budget, data: StudyData, layout: Layout, seeds: list[int]) -> l
                         "--eps", *map(str, budget.attack_eps), "--steps", str(budget.attack_steps),
                         "--max-seq-len", str(budget.finetune_seq_len), "--threads", "1", "-o", str(report)],
                         deps=[fid], outputs=[report], weight=100 if task == "bbc" else 1))
+                    words = layout.text_attack(task, arm, ft, seed)
+                    out.append(Job(f"text_attack/{task}/{arm.name}/{ft}/seed{seed}", "finetune", [
+                        "text-attack", "--model", str(run / "final"), "--data", f"{t['dir']}/dev.tsv",
+                        "--examples", str(budget.text_attack_examples), "--max-seq-len", str(budget.finetune_seq_len),
+                        "--seed", str(seed), "--threads", "1", "-o", str(words)],
+                        deps=[fid], outputs=[words], weight=50 if task == "bbc" else 1))
     return out

@@ -68,14 +68,17 @@ def finetune_table(results: dict, task: str) -> str:
     runs = results["finetune"][task]
     eps = [f"{e:g}" for e in results["budget"]["attack_eps"] if e > 0]
     info = results["data"]["tasks"][task]
+    words = next(iter(runs.values()))["runs"][0]["deepwordbug"]["examples"]
     head = "| pre-training | fine-tuning | clean accuracy | " + " | ".join(f"attacked ε = {e}" for e in eps) + \
-           " | fine-tune wall (CPU) time / run |"
+           f" | DeepWordBug accuracy (clean) on {words} dev rows | fine-tune wall (CPU) time / run |"
     lines = [f"{task}: {info['train']} training / {info['dev']} dev examples, majority class "
-             f"{info['dev_majority_accuracy']:.3f}.", "", head, "|---|---|---|" + "---|" * len(eps) + "---|"]
+             f"{info['dev_majority_accuracy']:.3f}.", "", head, "|---|---|---|" + "---|" * len(eps) + "---|---|"]
     for key, arm in runs.items():
         pt, ft = key.split("|")
         r = arm["runs"]
         cells = [_ms([x["clean"] for x in r])] + [_ms([x["attacked"][e] for x in r]) for e in eps]
+        cells.append(f"{_ms([x['deepwordbug']['accuracy'] for x in r])} "
+                     f"({_ms([x['deepwordbug']['clean_accuracy'] for x in r])})")
         ftname = "ALUM (α = 1)" if ft == "alum" else "plain"
         wall, cpu = mean_std([x["seconds"] for x in r])[0], mean_std([x["cpu_seconds"] for x in r])[0]
         lines.append(f"| {pt} | {ftname} | " + " | ".join(cells) + f" | {wall:.0f} s ({cpu:.0f} s) |")
@@ -154,7 +157,10 @@ def render_markdown(results: dict, heading: str = "###") -> str:
         f"peak LR {b['lr']:g} ({b['continual_lr']:g} for continual pre-training). Fine-tuning: "
         f"{b['finetune_epochs']:g} epochs, LR {b['finetune_lr']:g}, batch {b['finetune_batch']}, "
         f"{b['finetune_seq_len']} tokens; clean accuracy is the final checkpoint's (no selection on dev); "
-        f"attacked accuracy is `finetune attack`'s PGD ({b['attack_steps']} step{'s' if b['attack_steps'] != 1 else ''}) at each ε (its default units: a fraction of each token's embedding norm).",
+        f"attacked accuracy is `finetune attack`'s PGD ({b['attack_steps']} step{'s' if b['attack_steps'] != 1 else ''}) at each ε (its default units: a fraction of each token's embedding norm); "
+        f"DeepWordBug accuracy is `finetune text-attack`'s (TextAttack 0.3.11's recipe: greedy character edits, "
+        f"a discrete attack this project did not write) on the first {b['text_attack_examples']} dev rows, each "
+        "cut to the words the model reads, with the accuracy of those rows without attack in brackets.",
         "",
         f"{heading} Pre-training",
         "",
@@ -215,14 +221,14 @@ def plot(results: dict, path: Path) -> Path:
     for ax, task in zip(axes[1:], tasks):
         runs = results["finetune"][task]
         keys = list(runs)
-        width = 0.8 / len(eps)
         x = np.arange(len(keys))
-        for i, e in enumerate(eps):
-            vals = [[r["clean"] if e == "0" else r["attacked"][e] for r in runs[k]["runs"]] for k in keys]
-            ms = [mean_std(v) for v in vals]
-            ax.bar(x + i * width, [m for m, _ in ms], width, yerr=[s for _, s in ms], capsize=2,
-                   label="clean" if e == "0" else f"attacked ε={e}")
-        ax.set_xticks(x + width * (len(eps) - 1) / 2, [k.replace("|", "\nft ") for k in keys], fontsize=7)
+        bars = [("clean" if e == "0" else f"attacked ε={e}", lambda r, e=e: r["clean"] if e == "0" else
+                 r["attacked"][e]) for e in eps] + [("DeepWordBug", lambda r: r["deepwordbug"]["accuracy"])]
+        width = 0.8 / len(bars)
+        for i, (label, value) in enumerate(bars):
+            ms = [mean_std([value(r) for r in runs[k]["runs"]]) for k in keys]
+            ax.bar(x + i * width, [m for m, _ in ms], width, yerr=[s for _, s in ms], capsize=2, label=label)
+        ax.set_xticks(x + width * (len(bars) - 1) / 2, [k.replace("|", "\nft ") for k in keys], fontsize=7)
         ax.axhline(results["data"]["tasks"][task]["dev_majority_accuracy"], color="k", ls=":", lw=1,
                    label="majority class")
         ax.set(title=f"{task}: accuracy (mean ± std over {len(results['seeds'])} seeds)", ylabel="accuracy",

@@ -19,7 +19,7 @@ from experiments.budgets import Budget
 from experiments.corpus import StudyData
 from experiments.plan import FINETUNE_ALUM, Layout, pretrain_arms
 
-SCHEMA = 1
+SCHEMA = 2  # 2: DeepWordBug accuracy per fine-tuning run
 ALUM_DIAGNOSTICS = ("delta_ratio", "ascent_gain", "delta_cos_init", "adv_share", "ascent_overflows")
 
 
@@ -61,15 +61,19 @@ def pretrain_run(run_dir: Path, marker: dict) -> dict:
     }
 
 
-def finetune_run(run_dir: Path, attack_json: Path, marker: dict) -> dict:
+def finetune_run(run_dir: Path, attack_json: Path, text_attack_json: Path, marker: dict) -> dict:
     """Clean (final checkpoint, no selection on dev) and attacked accuracy of one fine-tuning run."""
     metrics = _read_json(run_dir / "metrics.json")
     attack = _read_json(attack_json)
+    words = _read_json(text_attack_json)["results"][0]
     final = metrics["final"]
     return {
         "seconds": marker["seconds"], "cpu_seconds": marker["cpu_seconds"], "train_seconds": metrics["train_seconds"],
         "clean": final["accuracy"],
         "attacked": {f"{r['eps']:g}": r["accuracy"] for r in attack["results"]},
+        # DeepWordBug on the first dev rows: accuracy there without and under attack, and the success rate
+        "deepwordbug": {k: words[k] for k in ("examples", "clean_accuracy", "accuracy", "success_rate",
+                                              "mean_queries", "seconds")},
         "alum_config": metrics.get("alum"),
     }
 
@@ -97,7 +101,8 @@ def collect(out: Path, budget: Budget, data: StudyData, seeds: list[int], marker
                 for s in seeds:
                     m = markers[f"finetune/{task}/{arm.name}/{ft}/seed{s}"]
                     runs.append({"seed": s, **finetune_run(layout.finetune(task, arm, ft, s),
-                                                           layout.attack(task, arm, ft, s), m)})
+                                                           layout.attack(task, arm, ft, s),
+                                                           layout.text_attack(task, arm, ft, s), m)})
                 fine[task][f"{arm.name}|{ft}"] = {"runs": runs}
     from dataclasses import asdict
 
@@ -194,4 +199,6 @@ def comparisons(results: dict) -> list[dict]:
             add(task, what, "clean", [r["clean"] for r in ra], [r["clean"] for r in rb], "higher")
             add(task, what, f"eps={eps}", [r["attacked"][eps] for r in ra], [r["attacked"][eps] for r in rb],
                 "higher")
+            add(task, what, "deepwordbug", [r["deepwordbug"]["accuracy"] for r in ra],
+                [r["deepwordbug"]["accuracy"] for r in rb], "higher")
     return out

@@ -9,8 +9,9 @@ Examples::
     python -m finetune classify --task mnli --model EXPORT --train MNLI/train.tsv --dev MNLI/dev_matched.tsv -o runs/mnli
     python -m finetune qa --model EXPORT --train train-v1.1.json --dev dev-v1.1.json -o runs/squad
     python -m finetune attack --model runs/bbc/best --data data/bbc/dev.tsv --eps 0 0.01 0.1 --steps 5
+    python -m finetune text-attack --model runs/bbc/best --data data/bbc/dev.tsv --examples 200   # DeepWordBug
     python -m finetune classify --config runs/bbc/config.json --alum --alum.eps 0.05 -o runs/bbc-alum
-    python -m finetune config-reference        # every option of classify, qa and attack
+    python -m finetune config-reference        # every option of classify, qa, attack and text-attack
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import sys
 
 from data_tools.errors import run_cli
-from finetune.config import AttackOptions, ClassifyOptions, QAOptions
+from finetune.config import AttackOptions, ClassifyOptions, QAOptions, TextAttackOptions
 from finetune.flags import add_option_flags, options_from
 
 
@@ -60,6 +61,18 @@ def cmd_attack(opts) -> None:
                    for r in result["results"]))
 
 
+def cmd_text_attack(opts) -> None:
+    from finetune.text_attack import run_text_attack
+
+    # run_text_attack keeps its keyword arguments: the options are exactly those.
+    out = run_text_attack(str(opts.model), str(opts.data), **opts.model_dump(exclude={"model", "data"}))
+    r = out["results"][0]
+    rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.4f}"
+    print(f"{out['recipe']}: clean accuracy={r['clean_accuracy']:.4f} attacked accuracy={r['accuracy']:.4f} "
+          f"success_rate={rate} on {r['examples']} examples ({r['mean_queries']:.0f} queries each, "
+          f"{r['seconds']:.1f}s)")
+
+
 def cmd_reference(args: argparse.Namespace) -> None:
     from finetune.flags import END, START, reference_markdown
     from pretrain.config_docs import update_block
@@ -94,12 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    # classify, qa and attack: flags generated from their options models (finetune.config).
+    # classify, qa, attack and text-attack: flags generated from their options models (finetune.config).
     for name, model, run, what in (
             ("classify", ClassifyOptions, cmd_classify,
              "fine-tune a classifier / regressor on TSV/CSV/JSONL (GLUE layouts)"),
             ("qa", QAOptions, cmd_qa, "fine-tune extractive QA on SQuAD v1.1 / v2.0 JSON"),
-            ("attack", AttackOptions, cmd_attack, "accuracy (or F1) under an embedding-space PGD attack")):
+            ("attack", AttackOptions, cmd_attack, "accuracy (or F1) under an embedding-space PGD attack"),
+            ("text-attack", TextAttackOptions, cmd_text_attack,
+             "accuracy under TextAttack's DeepWordBug (character edits, offline)")):
         p = sub.add_parser(name, help=what)
         add_option_flags(p, model)
         p.set_defaults(func=run, options=model)
@@ -117,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ("seed", 0)):
         p.add_argument(f"--{name}", dest=name.replace("-", "_"), type=int, default=default)
     p.set_defaults(func=cmd_init_model)
-    p = sub.add_parser("config-reference", help="print the classify / qa / attack options reference (Markdown)",
+    p = sub.add_parser("config-reference", help="print the classify / qa / attack / text-attack options reference (Markdown)",
                        epilog="example: python -m finetune config-reference --update-readme README.md")
     p.add_argument("--update-readme", metavar="README", default=None,
                    help="rewrite the generated block of this README instead of printing")

@@ -1,4 +1,5 @@
-"""Typed options of ``python -m finetune classify``, ``qa`` and ``attack`` (``pretrain.config_base`` models).
+"""Typed options of ``python -m finetune classify``, ``qa``, ``attack`` and ``text-attack`` (``pretrain.config_base``
+models).
 
 Options come from an optional JSON file (``--config``) with the command line on top: the flags generated from
 these models (``finetune.flags``) and ``--key value`` / ``--alum.key value`` overrides. Loading, duplicate-key
@@ -186,3 +187,27 @@ class AttackOptions(TableColumns):
             raise ValueError(f"--units relative: needs --norm l2 (got --norm {self.norm}); use --units absolute "
                              "for linf")
         return self
+
+
+class TextAttackOptions(TableColumns):
+    """``python -m finetune text-attack``: accuracy of a fine-tuned classifier under a TextAttack recipe
+    (``finetune.text_attack``), on the first rows of a table."""
+
+    model: Path
+    """A fine-tuned classifier directory (e.g. RUN/best)."""
+    data: Path
+    """A classify table (.tsv/.csv/.jsonl)."""
+    recipe: Literal["deepwordbug"] = "deepwordbug"
+    """TextAttack recipe (DeepWordBug: character edits of the words that matter most to the prediction)."""
+    examples: int | None = Field(200, ge=1)
+    """Attack the first N rows (None: every row)."""
+    max_seq_len: int = Field(128, ge=8)
+    """Truncation (the attack sees only the text that fits)."""
+    batch_size: int = Field(64, ge=1)
+    """Texts per forward pass."""
+    seed: int = 0
+    """Seeds the recipe's random character edits."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (None: torch's default)."""
+    output: Path | None = None
+    """Write the results (and the successful edits) here as JSON."""

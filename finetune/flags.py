@@ -137,7 +137,8 @@ def add_option_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
             groups[section] = parser.add_argument_group(section, (sub.description or "").replace("``", ""))
         _add_flag(groups.get(section, parser), key, info)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.epilog = "Any option can also be given as --key VALUE or --section.key VALUE (e.g. --alum.eps 0.1)."
+    nested = f" or --section.key VALUE (--{next(iter(groups))}.<key> VALUE)" if groups else ""
+    parser.epilog = f"Any option can also be given as --key VALUE{nested}."
 
 
 def options_from(model: type[Section], args: argparse.Namespace, rest: list[str]) -> Section:
@@ -160,13 +161,15 @@ END = "<!-- finetune-reference:end -->"
 
 
 def reference_markdown() -> str:
-    """Tables of the options of classify and qa (shared, then each one's own), attack and ALUM, with flags."""
+    """Tables of the options of classify and qa (shared, then each one's own), attack, text-attack and ALUM,
+    with their flags."""
     from finetune.config import (
         AlumOptions,
         AttackOptions,
         ClassifyOptions,
         QAOptions,
         TableColumns,
+        TextAttackOptions,
         TrainOptions,
     )
 
@@ -182,6 +185,8 @@ def reference_markdown() -> str:
     lines += section_table("qa", QAOptions, names=own(QAOptions, TrainOptions), flags=flag_names)
     lines += section_table("attack", AttackOptions, names=own(AttackOptions, TableColumns) + own(TableColumns),
                            flags=flag_names)
+    lines += section_table("text-attack", TextAttackOptions, names=own(TextAttackOptions, TableColumns)
+                           + own(TableColumns), flags=flag_names)
     lines += section_table("alum", AlumOptions, prefix="alum.", flags=flag_names)
     lines.append(END)
     return "\n".join(lines)

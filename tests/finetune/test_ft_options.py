@@ -1,4 +1,4 @@
-"""classify / qa / attack options share pretrain's config base: flags generated from the models (every field has
+"""classify / qa / attack / text-attack options share pretrain's config base: flags generated from the models (every field has
 one, and a docstring), --config with --key overrides, old spellings, and pretrain's one-line errors."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import pytest
 from ft_helpers import cli, options
 
 from data_tools.errors import UserError
-from finetune.config import AttackOptions, ClassifyOptions, QAOptions
+from finetune.config import AttackOptions, ClassifyOptions, QAOptions, TextAttackOptions
 from finetune.flags import flag_names, leaf_fields
 
 WHERE = ["--model", "m", "--train", "t.tsv", "--dev", "d.tsv", "-o", "out"]
 
 
 @pytest.mark.parametrize("command, model", [("classify", ClassifyOptions), ("qa", QAOptions),
-                                            ("attack", AttackOptions)])
+                                            ("attack", AttackOptions), ("text-attack", TextAttackOptions)])
 def test_every_field_has_a_docstring_and_a_flag(command, model):
     from finetune.__main__ import build_parser
 
@@ -101,3 +101,12 @@ def test_list_and_switch_flags():
     assert opts.labels == ["neg", "pos"] and opts.regression and opts.alum.enabled and not opts.alum.embed_grad
     assert options("classify", *WHERE, "--labels", "neg", "pos").labels == ["neg", "pos"]
     assert not options("classify", *WHERE, "--alum", "--no-alum").alum.enabled
+
+
+def test_text_attack_flags_keep_their_spellings_and_defaults():
+    opts = options("text-attack", "--model", "m", "--data", "d.tsv", "--examples", "20", "--max-seq-len", "64",
+                   "--seed", "3", "--threads", "1", "-o", "w.json")
+    assert (opts.examples, opts.max_seq_len, opts.seed, opts.threads, str(opts.output)) == (20, 64, 3, 1, "w.json")
+    assert (opts.recipe, opts.batch_size) == ("deepwordbug", 64)
+    code, _, err = cli("text-attack", "--model", "m", "--data", "d.tsv", "--examples", "0")
+    assert code == 2 and "argument --examples: expected a finite int ≥ 1, got '0'" in err
