@@ -110,3 +110,18 @@ def test_text_attack_flags_keep_their_spellings_and_defaults():
     assert (opts.recipe, opts.batch_size) == ("deepwordbug", 64)
     code, _, err = cli("text-attack", "--model", "m", "--data", "d.tsv", "--examples", "0")
     assert code == 2 and "argument --examples: expected a finite int ≥ 1, got '0'" in err
+
+
+def test_every_finetune_call_of_the_study_parses(tmp_path):
+    """The flags experiments/plan.py writes (classify, attack, text-attack) are all still accepted."""
+    from experiments.budgets import BUDGETS
+    from experiments.corpus import StudyData
+    from experiments.plan import Layout, jobs
+
+    tasks = {name: {"dir": str(tmp_path / name)} for name in ("bbc", "polarity")}
+    data = StudyData(corpus="c", tokenizer="t", tasks=tasks, documents=1, sentences=1, tokens=1,
+                     unigram_entropy=1.0, sources=[])
+    calls = [job.argv for job in jobs(BUDGETS["quick"], data, Layout(tmp_path), seeds=[1]) if job.tool == "finetune"]
+    assert {argv[0] for argv in calls} >= {"classify", "attack"}
+    for argv in calls:
+        assert options(*argv)
