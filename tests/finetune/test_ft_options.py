@@ -125,3 +125,14 @@ def test_every_finetune_call_of_the_study_parses(tmp_path):
     assert {argv[0] for argv in calls} >= {"classify", "attack"}
     for argv in calls:
         assert options(*argv)
+
+
+def test_text_attack_options_are_run_text_attacks_keywords():
+    # cmd_text_attack passes the options as run_text_attack's keywords: a field without a parameter (or the
+    # reverse) would fail only when someone runs it.
+    import inspect
+
+    from finetune.text_attack import run_text_attack
+
+    params = set(inspect.signature(run_text_attack).parameters) - {"model_dir", "data"}
+    assert params == set(TextAttackOptions.model_fields) - {"model", "data"}
