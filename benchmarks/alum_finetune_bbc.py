@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from finetune.attack import run_attack
     from finetune.classify import run_classify
-    from finetune.config import ClassifyOptions
+    from finetune.config import AttackOptions, ClassifyOptions
     from finetune.data import TaskLayout, read_examples
     from finetune.importers import import_bbc
     from finetune.scratch import init_model
@@ -90,8 +90,8 @@ def main() -> None:
                                    output_dir=out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                    max_seq_len=args.max_seq_len, threads=args.threads, seed=seed, alum=ARMS[arm])
             res = run_classify(opts)
-            att = run_attack(str(out / "best"), str(dev_small), eps=eps, steps=args.attack_steps,
-                             max_seq_len=args.max_seq_len, threads=args.threads)
+            att = run_attack(AttackOptions(model=out / "best", data=dev_small, eps=eps, steps=args.attack_steps,
+                                           max_seq_len=args.max_seq_len, threads=args.threads))
             train_rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
             gains = [r["ascent_gain"] for r in train_rows if r.get("ascent_gain") is not None]
             row = {"arm": arm, "seed": seed, "acc": res["best"]["accuracy"],

@@ -93,6 +93,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from finetune.attack import run_attack
+    from finetune.config import AttackOptions
     from finetune.importers import import_bbc
     from finetune.scratch import init_model
 
@@ -132,8 +133,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = ours(model_dir, tmp / "bbc", tmp / f"{variant}{seed}", args, seed, args.epochs,
                            alum=variant == "alum")
-                att = run_attack(str(tmp / f"{variant}{seed}" / "best"), str(dev_small), eps=[0.0, args.attack_eps],
-                                 steps=args.attack_steps, max_seq_len=args.max_seq_len)
+                att = run_attack(AttackOptions(model=tmp / f"{variant}{seed}" / "best", data=dev_small,
+                                               eps=[0.0, args.attack_eps], steps=args.attack_steps,
+                                               max_seq_len=args.max_seq_len))
                 table[variant]["acc"].append(res["best"]["accuracy"])
                 table[variant]["attacked"].append(att["results"][1]["accuracy"])
                 table[variant]["sps"].append(res["train_samples_per_second"])

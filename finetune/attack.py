@@ -20,7 +20,6 @@ of the strongest attack tried, and it is non-increasing in ε by construction. �
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import write_json
 from data_tools.errors import UserError
+from finetune.config import AttackOptions
 from finetune.modeling import encode, load_task_model, task_loss
 from pretrain.alum import project_l2
 
@@ -153,68 +153,47 @@ def attack_qa(model, examples, features: dict, v2: bool, eps_list: list[float], 
     return results
 
 
-def run_attack(model_dir: str, data: str, eps: list[float], steps: int = 10, step_size: float | None = None,
-               site: str = "embedding_output", norm: str = "l2", units: str = "relative", batch_size: int = 32,
-               max_seq_len: int | None = None, seed: int = 0, output: str | None = None, doc_stride: int = 128,
-               task: str | None = None, text_a: str | None = None, text_b: str | None = None,
-               label_column: str | None = None, threads: int | None = None) -> dict:
+def run_attack(opts: AttackOptions) -> dict:
     """Attack a fine-tuned model on a classify table (accuracy) or a SQuAD file (F1/EM).
 
     Args:
-        model_dir: a fine-tuned HF directory (``RUN/best``), whose config holds the label names.
-        data: a .tsv/.csv/.jsonl table or a SQuAD .json file.
-        eps: the ε values (any order; reported ascending).
-        steps, step_size, site, norm, units: PGD settings (see the module docstring); the defaults are the
-            default ALUM perturbation's site and units.
-        batch_size: examples per attack batch.
-        max_seq_len: truncation (default: 128 for tables, 384 for SQuAD).
-        seed: torch seed (the attack itself is deterministic; kept for dropout-free reproducibility).
-        output: optional JSON file for the results.
-        doc_stride, task, text_a, text_b, label_column: data layout, as for ``classify``/``qa``.
-        threads: torch CPU threads (None: torch's default).
+        opts: the validated options (``finetune.config.AttackOptions``: model, data, the ε sweep, PGD settings,
+            data layout, output file); their checks (finite ε ≥ 0, at least one step, relative units only
+            with l2) already hold.
     Returns:
         ``{"metric", "results": [{"eps", metric, ...}], ...}``.
     """
-    if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
-        raise UserError(f"--eps: got {eps}, expected finite values >= 0")
-    if steps < 1 and any(e > 0 for e in eps):  # 0 steps would report the clean score as the attacked one
-        raise UserError(f"--steps: got {steps}, expected at least 1 PGD step for eps > 0")
-    if step_size is not None and (not math.isfinite(step_size) or step_size <= 0):
-        raise UserError(f"--step-size: got {step_size}, expected a finite value > 0")
-    if units == "relative" and norm != "l2":
-        raise UserError(f"--units relative: needs --norm l2 (got --norm {norm}); use --units absolute for linf")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    eps_list = sorted(set(eps))
-    path = Path(data)
-    if path.suffix.lower() == ".json":
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    eps_list = sorted(set(opts.eps))
+    pgd = (opts.steps, opts.step_size, opts.site, opts.norm, opts.batch_size)
+    if opts.data.suffix.lower() == ".json":
         from finetune.squad_data import read_squad, tokenize_features
 
-        examples, v2 = read_squad(path)
-        model, tok = load_task_model(model_dir, "qa")
+        examples, v2 = read_squad(opts.data)
+        model, tok = load_task_model(str(opts.model), "qa")
         model.eval()
-        features = tokenize_features(examples, tok, max_seq_len or 384, doc_stride, train=True)
-        results = attack_qa(model, examples, features, v2, eps_list, steps, step_size, site, norm, batch_size,
-                            units)
+        features = tokenize_features(examples, tok, opts.max_seq_len or 384, opts.doc_stride, train=True)
+        results = attack_qa(model, examples, features, v2, eps_list, *pgd, opts.units)
         metric = "f1"
     else:
         from finetune.classify import encode_examples
         from finetune.data import read_examples, resolve_layout
 
-        model, tok = _load_classifier(model_dir)
+        model, tok = _load_classifier(str(opts.model))
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        layout = resolve_layout(task, text_a, text_b, label_column, labels=labels)
-        ex = read_examples(path, layout, labels)
-        enc = encode_examples(tok, ex, max_seq_len or 128, {lab: i for i, lab in enumerate(labels)})
+        layout = resolve_layout(opts.task, opts.text_a, opts.text_b, opts.label_column, labels=labels)
+        ex = read_examples(opts.data, layout, labels)
+        enc = encode_examples(tok, ex, opts.max_seq_len or 128, {lab: i for i, lab in enumerate(labels)})
         model.eval()
-        results = attack_classify(model, enc, eps_list, steps, step_size, site, norm, batch_size,
-                                  tok.pad_token_id, units)
+        results = attack_classify(model, enc, eps_list, *pgd, tok.pad_token_id, opts.units)
         metric = "accuracy"
-    out = {"metric": metric, "model": str(model_dir), "data": str(data), "steps": steps, "site": site,
-           "norm": norm, "units": units, "step_size": step_size, "results": results}
-    if output:
-        write_json(output, out)
+    out = {"metric": metric, "model": str(opts.model), "data": str(opts.data), "steps": opts.steps,
+           "site": opts.site, "norm": opts.norm, "units": opts.units, "step_size": opts.step_size,
+           "results": results}
+    if opts.output:
+        write_json(opts.output, out)
     return out
 
 

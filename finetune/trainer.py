@@ -125,7 +125,7 @@ class FinetuneLoop:
             from pretrain.engine import initialize_finetune
 
             self.engine, self.optimizer, self.scheduler = initialize_finetune(
-                model, self.optimizer, self.scheduler, Path(opts.deepspeed), opts.batch_size, opts.max_grad_norm)
+                model, self.optimizer, self.scheduler, Path(opts.deepspeed), opts.batch_size, opts.clip_grad)
         self.module = self.engine.module if self.engine is not None else model
         self.tokenizer, self.opts, self.evaluate, self.metric, self.out_dir = tokenizer, opts, evaluate, metric, out_dir
         self.writer = SummaryWriter(str(out_dir / "tensorboard")) if self.rank == 0 else None
@@ -168,8 +168,8 @@ class FinetuneLoop:
             self.engine.step()
         else:
             out["loss"].backward()
-            if self.opts.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.opts.max_grad_norm)
+            if self.opts.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.opts.clip_grad)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -183,7 +183,7 @@ class FinetuneLoop:
         acc["task_loss"] += float(out["task_loss"])
         acc["adv_loss"] += float(out["adv_loss"]) if out["adv_loss"] is not None else 0.0
         acc["n"] += 1
-        if self.step % self.opts.log_every == 0 or self.step == 1:
+        if self.step % self.opts.log_interval == 0 or self.step == 1:
             self._log_interval()
         return {**out, "loss": loss, "regularized": None}  # floats: the graph is freed before the next step
 

@@ -1,7 +1,8 @@
 """The run config of ``python -m pretrain train``: one typed pydantic model, loaded from JSON, then CLI overrides.
 
-Unknown keys are rejected (``extra="forbid"``), duplicate JSON keys are rejected, and every error names the
-key, the value given and what was expected (one line, a ``UserError``). The resolved config is written to
+Loading, overrides and errors are ``pretrain.config_base``'s (shared with finetune's options): unknown keys and
+duplicate JSON keys are rejected, and every error names the key, the value given and what was expected (one
+line, a ``UserError``). The resolved config is written to
 ``<output_dir>/config.json`` by the trainer, so a run directory says exactly what produced it.
 
 Field names follow the papers and peers a user comes from: ``alum.*`` mirrors ``pretrain.alum.AlumConfig``
@@ -12,25 +13,21 @@ Field names follow the papers and peers a user comes from: ``alum.*`` mirrors ``
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from data_tools.errors import UserError
-from data_tools.jsonfile import parse_json
+from pretrain.config_base import Section, apply_overrides, load, load_json, validate
+
+# load_json and apply_overrides live in config_base; engine.py and the tests know them by this module's name.
+__all__ = ["AlumSection", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "apply_overrides",
+           "build_config", "config_dump", "deepspeed_dict", "load_config", "load_json"]
 
 
-class _Section(BaseModel):
-    # Attribute docstrings become field descriptions: the README's config reference is generated from them.
-    # allow_inf_nan=False: nan/inf never make sense as a setting (nan even passes no bound: every comparison fails).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
-                              allow_inf_nan=False)
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the training samples come from and how they are made (see ``pretrain.samples``)."""
 
     prefixes: list[str] = Field(min_length=1)
@@ -73,7 +70,7 @@ class DataConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The encoder: built from a size, or initialised from a Hugging Face BERT/RoBERTa directory."""
 
     init_from: str | None = None
@@ -102,7 +99,7 @@ class ModelConfig(_Section):
         return self
 
 
-class AlumSection(_Section):
+class AlumSection(Section):
     """ALUM (Liu et al. 2020): ``variant`` picks a named perturbation, any field given explicitly overrides it.
 
     Same names as ``pretrain.alum.AlumConfig`` (its module docstring cites the source of every variant; "authors'
@@ -180,7 +177,7 @@ class AlumSection(_Section):
         return AlumConfig(**self.model_dump())
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     """Optimizer and LR schedule: linear warmup then linear decay to ``min_lr`` (BERT's schedule)."""
 
     name: Literal["adamw", "lamb", "fused_adam", "cpu_adam"] = "adamw"
@@ -210,7 +207,7 @@ class OptimConfig(_Section):
         return self
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Batching, length of the run, intervals, where it writes and the DeepSpeed JSON."""
 
     output_dir: str
@@ -261,7 +258,7 @@ class TrainConfig(_Section):
         return self
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """Everything one pre-training run needs; ``config.json`` in the run directory is this, resolved."""
 
     data: DataConfig
@@ -311,115 +308,10 @@ class RunConfig(_Section):
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _no_duplicates(source: str):
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in seen:
-                raise UserError(f"{source}: duplicate key {key!r} (each key may appear once per object)")
-            seen[key] = value
-        return seen
-
-    return hook
-
-
-def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object, rejecting duplicate keys; UserError naming the file (and line) otherwise.
-
-    Args:
-        path: JSON file.
-    Returns:
-        The parsed object.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    obj = parse_json(text, path, column=True, object_pairs_hook=_no_duplicates(str(path)))
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")
-    return obj
-
-
-def _parse_value(text: str) -> Any:
-    # JSON first so that numbers, booleans, null and lists work; anything else is a plain string (a path).
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--a.b value`` / ``--a.b=value`` overrides to a raw config dict (a copy is returned).
-
-    Args:
-        raw: The config as loaded from JSON.
-        overrides: Command-line tokens after the known flags, e.g. ``["--train.micro_batch", "4"]``.
-    Returns:
-        The updated dict; UserError for a malformed override or an unknown section.
-    """
-    out = json.loads(json.dumps(raw))
-    i = 0
-    while i < len(overrides):
-        token = overrides[i]
-        if not token.startswith("--") or len(token) == 2:
-            raise UserError(f"override {token!r}: expected --section.key VALUE (e.g. --train.micro_batch 8)")
-        if "=" in token:
-            key, value = token[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(overrides):
-                raise UserError(f"override {token}: missing a value")
-            key, value = token[2:], overrides[i + 1]
-            i += 2
-        parts = key.replace("-", "_").split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override --{key}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
-    return out
-
-
-def override_keys(overrides: list[str]) -> set[str]:
-    """The dotted keys that command-line ``overrides`` set (``--train.micro_batch 8`` → ``train.micro_batch``)."""
-    keys = set()
-    for token in overrides:
-        if token.startswith("--") and len(token) > 2:
-            keys.add(token[2:].split("=", 1)[0].replace("-", "_"))
-    return keys
-
-
-def _format_error(source: str, exc: ValidationError, overridden: set[str] = frozenset()) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"].removeprefix("Value error, ")
-    if loc in overridden:  # the value came from the command line, not from the file
-        source = f"command line --{loc}"
-    elif overridden and err["type"] == "value_error":
-        source = f"{source} with command-line overrides --{', --'.join(sorted(overridden))}"
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {loc!r}"
-    if err["type"] == "missing":
-        return f"{source}: missing required key {loc!r}"
-    if err["type"] == "value_error":
-        return f"{source}: {msg}"
-    given = err.get("input")
-    given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
-    return f"{source}: {loc}: {msg}{given_txt}"
-
-
 def build_config(raw: dict[str, Any], source: str = "config", overridden: set[str] = frozenset()) -> RunConfig:
     """Validate a raw dict into a ``RunConfig``; UserError naming the key (and the command line for a key in
     ``overridden``) on any problem."""
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(_format_error(source, exc, overridden)) from None
+    return validate(RunConfig, raw, source, {key: f"--{key}" for key in overridden})
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -431,8 +323,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     Returns:
         The validated ``RunConfig``. Relative paths in it are resolved against the current directory.
     """
-    raw = apply_overrides(load_json(path), overrides or [])
-    return build_config(raw, str(path), override_keys(overrides or []))
+    return load(RunConfig, path, overrides)
 
 
 # ------------------------------------------------------------------------------- DeepSpeed JSON checks

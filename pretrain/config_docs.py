@@ -1,14 +1,17 @@
-"""The run-config reference in the README, generated from ``pretrain.config.RunConfig`` so it cannot drift.
+"""Config references in the README, generated from the typed models so that they cannot drift.
 
-``python -m pretrain config-reference`` prints it; ``--update-readme README.md`` rewrites the block between the
-markers below (atomically). ``tests/test_readme.py`` fails when the README's copy is stale.
+``section_table`` renders any ``config_base.Section`` model; ``reference_markdown`` is the run config's
+(``python -m pretrain config-reference``; ``--update-readme README.md`` rewrites the block between the markers
+below, atomically), and finetune's options reference is built from the same tables. ``tests/test_readme.py``
+fails when a README copy is stale.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
+import types
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -22,11 +25,21 @@ END = "<!-- config-reference:end -->"
 
 
 def _type_name(annotation: object) -> str:
-    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
-    text = text.replace("typing.", "").replace("NoneType", "None")
-    text = re.sub(r"Optional\[(.*)\]$", r"\1 | None", text)
-    text = re.sub(r"Literal\[(.*?)\]", lambda m: " | ".join(m.group(1).split(", ")), text)
-    return text.replace("|", "\\|")
+    return _plain_type(annotation).replace("|", "\\|")
+
+
+def _plain_type(annotation: object) -> str:
+    # Read from the annotation's structure: its str() spells Annotated[...] bounds and module paths out.
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain_type(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_plain_type(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_plain_type(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 def _default(field) -> str:
@@ -42,6 +55,29 @@ def _describe(text: str | None) -> str:
     return " ".join((text or "").split()).replace("|", "\\|")
 
 
+def section_table(title: str, model: type[BaseModel], prefix: str = "", names: Iterable[str] | None = None,
+                  flags: Callable[[str], list[str]] | None = None) -> list[str]:
+    """A Markdown table of ``model``'s fields: key, (flags,) type, default and the field's docstring.
+
+    Args:
+        title: the heading (``#### `title` ``); the model's docstring follows it.
+        model: a config model.
+        prefix: put before each key (``"train."``).
+        names: the fields to list (default: all).
+        flags: dotted key -> its command-line flags, for a ``flag`` column (finetune's generated flags).
+    """
+    head = "| key | flag | type | default | meaning |" if flags else "| key | type | default | meaning |"
+    lines = [f"#### `{title}`", "", _describe(inspect.getdoc(model)), "", head,
+             "|---|---|---|---|---|" if flags else "|---|---|---|---|"]
+    for name in names if names is not None else model.model_fields:
+        sub = model.model_fields[name]
+        key = f"{prefix}{name}"
+        flag_cell = f" {', '.join(f'`{f}`' for f in flags(key))} |" if flags else ""
+        lines.append(f"| `{key}` |{flag_cell} {_type_name(sub.annotation)} | {_default(sub)} | "
+                     f"{_describe(sub.description)} |")
+    return [*lines, ""]
+
+
 def reference_markdown() -> str:
     """One table per section of the run config: key, type, default and its documentation."""
     from pretrain.config import RunConfig
@@ -49,25 +85,26 @@ def reference_markdown() -> str:
     lines = [START, ""]
     for section, field in RunConfig.model_fields.items():
         model = typing.get_args(field.annotation)[0] if typing.get_args(field.annotation) else field.annotation
-        lines += [f"#### `{section}`", "", _describe(inspect.getdoc(model)), "",
-                  "| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, sub in model.model_fields.items():
-            lines.append(f"| `{section}.{name}` | {_type_name(sub.annotation)} | {_default(sub)} | "
-                         f"{_describe(sub.description)} |")
-        lines.append("")
+        lines += section_table(section, model, prefix=f"{section}.")
     lines.append(END)
     return "\n".join(lines)
 
 
-def update_readme(path: str | Path) -> bool:
-    """Replace the generated block in ``path``; returns True when the file changed."""
+def update_block(path: str | Path, start: str, end: str, markdown: str) -> bool:
+    """Replace the text from ``start`` to ``end`` in ``path`` with ``markdown`` (which holds both markers);
+    returns True when the file changed."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise UserError(f"{path}: expected the markers {START!r} and {END!r} around the config reference")
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    new = before + reference_markdown() + after
+    if start not in text or end not in text:
+        raise UserError(f"{path}: expected the markers {start!r} and {end!r} around the config reference")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    new = before + markdown + after
     if new != text:
         write_text(path, new)
     return new != text
+
+
+def update_readme(path: str | Path) -> bool:
+    """Replace the run-config block in ``path``; returns True when the file changed."""
+    return update_block(path, START, END, reference_markdown())

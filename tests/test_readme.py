@@ -1,4 +1,4 @@
-"""The README cannot drift: its config reference is the generated one, and every subcommand has an example."""
+"""The README cannot drift: its config references are the generated ones, and every subcommand has an example."""
 
 from __future__ import annotations
 
@@ -8,19 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config_docs import END, START, reference_markdown
+from finetune import flags as finetune_flags
+from pretrain import config_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_config_reference_is_current():
-    block = README[README.index(START): README.index(END) + len(END)]
-    assert block == reference_markdown(), "run: python -m pretrain config-reference --update-readme README.md"
+# Each module holds START, END and reference_markdown() of one generated README block.
+REFERENCES = {"pretrain": config_docs, "finetune": finetune_flags}
 
 
-def test_every_config_key_is_documented():
-    rows = [line for line in reference_markdown().splitlines() if line.startswith("| `")]
+@pytest.mark.parametrize("package", REFERENCES)
+def test_config_reference_is_current(package):
+    ref = REFERENCES[package]
+    block = README[README.index(ref.START): README.index(ref.END) + len(ref.END)]
+    assert block == ref.reference_markdown(), f"run: python -m {package} config-reference --update-readme README.md"
+
+
+@pytest.mark.parametrize("package", REFERENCES)
+def test_every_config_key_is_documented(package):
+    rows = [line for line in REFERENCES[package].reference_markdown().splitlines() if line.startswith("| `")]
     undocumented = [row.split("|")[1].strip() for row in rows if not row.rstrip(" |").split("|")[-1].strip()]
     assert rows and not undocumented
 

@@ -41,3 +41,12 @@ def cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+def options(command: str, *args: str):
+    """The validated options ``python -m finetune COMMAND ARGS`` would run with (nothing else is run)."""
+    from finetune.__main__ import build_parser
+    from finetune.flags import options_from
+
+    parsed, rest = build_parser().parse_known_args([command, *args])
+    return options_from(parsed.options, parsed, rest)

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune.attack import run_attack
 from finetune.classify import encode_examples, predict
+from finetune.config import AttackOptions
 from finetune.data import TaskLayout, read_examples
 
 
@@ -27,7 +28,7 @@ def test_eps_zero_is_clean_accuracy_and_accuracy_is_non_increasing(bbc_run, bbc,
     best = bbc_run["dir"] / "best"
     data = _dev_subset(bbc, tmp_path)
     eps = [0.0, 0.03, 0.1, 0.3, 1.0]  # fractions of each token's embedding norm (the default units)
-    result = run_attack(str(best), str(data), eps=eps, steps=3, max_seq_len=96, seed=0)
+    result = run_attack(AttackOptions(model=best, data=data, eps=eps, steps=3, max_seq_len=96, seed=0))
     assert (result["site"], result["norm"], result["units"]) == ("embedding_output", "l2", "relative")
     accs = [r["accuracy"] for r in result["results"]]
     model = AutoModelForSequenceClassification.from_pretrained(str(best)).eval()
@@ -42,12 +43,12 @@ def test_eps_zero_is_clean_accuracy_and_accuracy_is_non_increasing(bbc_run, bbc,
     assert rates[0] == 0.0 and all(a <= b for a, b in zip(rates, rates[1:])), rates
     for r in result["results"]:  # accuracy = clean accuracy × (1 − success rate): no example counted twice
         assert r["accuracy"] == pytest.approx(clean * (1 - r["success_rate"]), abs=1e-9)
-    raw = run_attack(str(best), str(data), eps=[0.0, 0.03], steps=3, max_seq_len=96, seed=0,
-                     site="word_embeddings", norm="linf", units="absolute")
+    raw = run_attack(AttackOptions(model=best, data=data, eps=[0.0, 0.03], steps=3, max_seq_len=96, seed=0,
+                                   site="word_embeddings", norm="linf", units="absolute"))
     assert raw["results"][1]["accuracy"] < clean  # the raw ℓ∞ attack of earlier versions is still there
     # Same seed, same numbers.
-    assert run_attack(str(best), str(data), eps=eps[:3], steps=3, max_seq_len=96, seed=0)["results"] == \
-        result["results"][:3]
+    assert run_attack(AttackOptions(model=best, data=data, eps=eps[:3], steps=3, max_seq_len=96,
+                                    seed=0))["results"] == result["results"][:3]
 
 
 def test_attack_cli_writes_json(bbc_run, bbc, tmp_path):
@@ -64,9 +65,11 @@ def test_attack_cli_writes_json(bbc_run, bbc, tmp_path):
 
 def test_relative_units_need_l2(bbc_run, bbc, tmp_path):
     from data_tools.errors import UserError
+    from pretrain.config_base import load
 
     with pytest.raises(UserError, match="--units relative"):
-        run_attack(str(bbc_run["dir"] / "best"), str(_dev_subset(bbc, tmp_path, n=4)), eps=[0.1], norm="linf")
+        load(AttackOptions, None, ["--model", str(bbc_run["dir"] / "best"), "--data",
+                                   str(_dev_subset(bbc, tmp_path, n=4)), "--eps", "[0.1]", "--norm", "linf"])
 
 
 # ------------------------------------------------------------------ TextAttack's DeepWordBug (text-attack)

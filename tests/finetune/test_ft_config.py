@@ -5,31 +5,34 @@ from __future__ import annotations
 import json
 
 import pytest
+from ft_helpers import options
 
 from data_tools.errors import UserError
-from finetune.config import ClassifyOptions, load_options
+from finetune.config import AttackOptions, ClassifyOptions, QAOptions
+from pretrain.config_base import load, validate
 
 
 def test_flags_override_the_json_config(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"model": "m", "train": "t.tsv", "dev": "d.tsv", "output_dir": "o", "lr": 2e-5,
                                "alum": {"enabled": True, "alpha": 0.5, "norm": "linf"}}))
-    opts = load_options(ClassifyOptions, str(cfg), {"alum.alpha": 2.0, "epochs": 1.5})
+    opts = options("classify", "--config", str(cfg), "--alum-alpha", "2.0", "--epochs", "1.5")
     assert opts.lr == 2e-5 and opts.epochs == 1.5
     alum = opts.alum.build()
     assert alum.alpha == 2.0 and alum.norm == "linf" and alum.steps == 1
 
 
+# The messages are pretrain's (pretrain.config_base.format_error): one format for every entry point.
 @pytest.mark.parametrize("data,message", [
-    ({"model": "m", "train": "t", "dev": "d", "output_dir": "o", "lr_rate": 1}, "lr_rate: Extra inputs are not permitted"),
+    ({"model": "m", "train": "t", "dev": "d", "output_dir": "o", "lr_rate": 1}, "c.json: unknown key 'lr_rate'"),
     ({"model": "m", "train": "t", "dev": "d", "output_dir": "o", "alum": {"norm": "l3"}}, "alum.norm: Input should be"),
-    ({"train": "t", "dev": "d", "output_dir": "o"}, "model: Field required"),
+    ({"train": "t", "dev": "d", "output_dir": "o"}, "c.json: missing required key 'model'"),
 ])
 def test_bad_config_names_the_field(tmp_path, data, message):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps(data))
     with pytest.raises(UserError, match=message):
-        load_options(ClassifyOptions, str(cfg), {})
+        load(ClassifyOptions, str(cfg))
 
 
 def test_byte_order_mark_is_not_part_of_the_header(tmp_path):
@@ -65,33 +68,31 @@ def test_attack_numbers_must_be_finite_and_in_range(tmp_path, args, message):
     assert not (tmp_path / "attack.json").exists()
 
 
-def test_run_attack_refuses_nan_and_zero_steps(tmp_path):
-    from finetune.attack import run_attack
-
+def test_attack_options_refuse_nan_and_zero_steps(tmp_path):
+    # run_attack takes AttackOptions: these checks hold for every way of giving them (flags, overrides, JSON).
+    where = ["--model", str(tmp_path), "--data", str(tmp_path / "d.tsv")]
     with pytest.raises(UserError, match="--eps: .* expected finite values >= 0"):
-        run_attack(str(tmp_path), str(tmp_path / "d.tsv"), eps=[float("nan")])
+        load(AttackOptions, None, [*where, "--eps", "[NaN]"])
     with pytest.raises(UserError, match="--steps: got 0, expected at least 1 PGD step"):
-        run_attack(str(tmp_path), str(tmp_path / "d.tsv"), eps=[0.0, 0.1], steps=0)
+        load(AttackOptions, None, [*where, "--eps", "[0.0, 0.1]", "--steps", "0"])
 
 
 def test_nan_options_and_command_line_blame(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"model": "m", "train": "t", "dev": "d", "output_dir": "o"}))
-    with pytest.raises(UserError, match=r"^command line: --lr: Input should be a finite number"):
-        load_options(ClassifyOptions, str(cfg), {"lr": float("nan")})
+    with pytest.raises(UserError, match=r"^command line --lr: Input should be a finite number"):
+        load(ClassifyOptions, str(cfg), ["--lr", "NaN"])
     with pytest.raises(UserError, match=r"c\.json: alum\.eps: Input should be a finite number"):
         cfg.write_text(json.dumps({"model": "m", "train": "t", "dev": "d", "output_dir": "o",
                                    "alum": {"eps": float("inf")}}))
-        load_options(ClassifyOptions, str(cfg), {})
+        load(ClassifyOptions, str(cfg))
 
 
 def test_qa_stride_follows_a_short_max_seq_len():
-    from finetune.config import QAOptions
-
-    opts = load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64})
+    opts = validate(QAOptions, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64})
     assert opts.doc_stride == 21
-    assert load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o"}).doc_stride == 128
+    assert validate(QAOptions, {"model": "m", "train": "t", "dev": "d", "output_dir": "o"}).doc_stride == 128
     with pytest.raises(UserError, match=r"^doc_stride: got 40, expected less than max_seq_len/2 \(32\)") as err:
-        load_options(QAOptions, None, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64,
-                                       "doc_stride": 40})
+        validate(QAOptions, {"model": "m", "train": "t", "dev": "d", "output_dir": "o", "max_seq_len": 64,
+                             "doc_stride": 40})
     assert "'model'" not in str(err.value)  # not the whole config

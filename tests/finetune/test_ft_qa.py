@@ -9,6 +9,7 @@ from ft_helpers import cli
 from transformers import AutoModelForQuestionAnswering
 
 from finetune.attack import run_attack
+from finetune.config import AttackOptions
 
 PARAS = [
     ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
@@ -56,7 +57,8 @@ def test_qa_trains_writes_official_predictions_and_attack_reports_f1(tiny_bert, 
     assert set(json.loads((out / "null_odds.json").read_text())) == set(preds)
     assert type(AutoModelForQuestionAnswering.from_pretrained(str(out / "best"))).__name__ == \
         "BertForQuestionAnswering"
-    res = run_attack(str(out / "best"), str(data), eps=[0.0, 0.05], steps=2, max_seq_len=48, doc_stride=16)
+    res = run_attack(AttackOptions(model=out / "best", data=data, eps=[0.0, 0.05], steps=2, max_seq_len=48,
+                                   doc_stride=16))
     assert res["metric"] == "f1"
     f1s = [r["f1"] for r in res["results"]]
     assert f1s[0] == pytest.approx(best["f1"]) and f1s[1] <= f1s[0]
