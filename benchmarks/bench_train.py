@@ -116,7 +116,7 @@ def run_hf(args, corpus) -> tuple[float, float]:
     from pretrain.samples import MLMDataset
 
     tok = load_tokenizer(corpus[1])
-    ds = MLMDataset([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
+    ds = MLMDataset.from_prefixes([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
 
     class Unmasked(torch.utils.data.Dataset):
         # The same samples (pairs, padding) with the original ids back: the HF collator masks them itself.
