@@ -3,10 +3,10 @@ tokenizer, so the datasets (``pretrain.samples``) receive corpora that are known
 
 The tokenizer-fit rule, one for every path into training:
 
-1. a fingerprint recorded in the corpus' ``.meta.json`` must be the tokenizer's (``"unknown"``, written by
-   ``merge --force``, vouches for no tokenizer and is left to rule 3);
-2. a recorded vocabulary size must EQUAL the tokenizer's: a corpus of a smaller vocabulary fits the embedding
-   table, but its ids mean other tokens, which would train on garbage without an error;
+1. a vocabulary size recorded in the corpus' ``.meta.json`` must EQUAL the tokenizer's: a corpus of a smaller
+   vocabulary fits the embedding table, but its ids mean other tokens, which would train on garbage silently;
+2. a recorded fingerprint must be the tokenizer's (``"unknown"``, written by ``merge --force``, vouches for no
+   tokenizer and is left to rule 3);
 3. every id must index the embedding table (``max_token_id`` recorded at build time, else computed once), so a
    corpus without a sidecar, or merged with ``--force``, cannot fail mid-run or read past the vocabulary.
 """
@@ -52,17 +52,18 @@ def check_fit(corpus: IndexedCorpus, tokenizer: Tokenizer, where: str) -> None:
     """UserError (starting with ``where``) unless ``corpus`` was built with ``tokenizer`` (the module's rule)."""
     shard, path = corpus.prefix, tokenizer.path
     meta = (corpus.meta or {}).get("tokenizer") or {}
+    # Vocabulary first: its message says most about the mismatch (a user's first clue which tokenizer is wrong).
+    vocab = meta.get("vocab_size")
+    if vocab is not None and int(vocab) != tokenizer.vocab_size:
+        raise UserError(
+            f"{where}: {shard} was built with another tokenizer (vocab size {vocab}), but data.tokenizer {path} "
+            f"has vocab size {tokenizer.vocab_size}; expected the same tokenizer"
+        )
     fp = meta.get("fingerprint")
     if fp not in (None, UNKNOWN) and fp != tokenizer.fingerprint:
         raise UserError(
             f"{where}: {shard} was built with another tokenizer (fingerprint {fp}), data.tokenizer {path} has "
             f"{tokenizer.fingerprint}; expected the same tokenizer"
-        )
-    vocab = meta.get("vocab_size")
-    if vocab is not None and int(vocab) != tokenizer.vocab_size:
-        raise UserError(
-            f"{where}: {shard} was built with a tokenizer of vocab size {vocab}, but data.tokenizer {path} has "
-            f"vocab size {tokenizer.vocab_size}; expected the same tokenizer"
         )
     top = max_token_id(corpus)
     if top >= tokenizer.vocab_size:
