@@ -9,11 +9,14 @@ micro-batches, steps and ranks add up; the monitor divides when it writes a row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from pretrain.alum_stats import AlumSums
-from pretrain.model import PretrainOutput
+
+if TYPE_CHECKING:  # an annotation only: the monitor needs no model code
+    from pretrain.model import PretrainOutput
 
 # Fields that stay on the model's device while a step runs: reading them on the host every micro-batch
 # would synchronise a GPU each time. The token count and ALUM's sums are already host numbers.

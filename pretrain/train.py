@@ -110,7 +110,7 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 @torch.no_grad()
-def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str, float] | None:
+def held_out_metrics(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str, float] | None:
     """Held-out MLM loss, perplexity and masked-token accuracy over every rank's share of the eval samples."""
     batches = data.eval_batches(cfg.train.eval_batches)
     if batches is None:
@@ -285,8 +285,8 @@ class Trainer:
         return stats, wait
 
     def evaluate(self) -> dict[str, float] | None:
-        """Held-out metrics of the current weights (see :func:`evaluate`), logged by the monitor."""
-        self.result.eval = evaluate(self.engine, self.data, self.cfg, self.dist)
+        """Held-out metrics of the current weights (:func:`held_out_metrics`), logged by the monitor."""
+        self.result.eval = held_out_metrics(self.engine, self.data, self.cfg, self.dist)
         self.monitor.eval(self.step_count, self.result.eval)
         return self.result.eval
 
