@@ -49,7 +49,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from machine import describe
 
-from pretrain.alum import AlumConfig, AlumStats, _diagnostics, regularized_loss  # noqa: E402
+from pretrain.alum import AlumConfig, regularized_loss  # noqa: E402
+from pretrain.alum_stats import AlumStats, AlumSums, delta_diagnostics  # noqa: E402
 from pretrain.model import build_model  # noqa: E402
 from pretrain.objective import PretrainObjective  # noqa: E402
 
@@ -247,8 +248,8 @@ def per_step_stats_seconds(ours: PretrainObjective, batch: dict, repeats: int = 
     times = []
     for _ in range(repeats):
         t0 = now()
-        _diagnostics(t.embeds, reg.adv.delta, reg.adv.delta, batch["attention_mask"])
-        AlumStats.vector(reg)
+        delta_diagnostics(t.embeds, reg.adv.delta, reg.adv.delta, batch["attention_mask"])
+        AlumSums.of(reg)
         times.append(now() - t0)
     return statistics.median(times)
 
@@ -265,7 +266,7 @@ def warmed_up_gain(args: argparse.Namespace, warmup: int = 20, measurements: int
     ours.alum = AlumConfig(gain_interval=1)
     stats = AlumStats(ours.alum)
     for i in range(measurements):
-        stats._sum += ours(**make_batch(args, 2000 + i)).alum_stats
+        stats.sums += ours(**make_batch(args, 2000 + i)).alum_stats
     return stats.row()["ascent_gain"]
 
 

@@ -63,12 +63,11 @@ def build_corpus(out: Path, articles: int, vocab: int) -> tuple[str, str]:
 def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float, float]:
     """Samples per CPU-second, median wall samples/s and mean data-wait fraction of our trainer (world size 1,
     DeepSpeed ZeRO-2 fp32, cpu.json)."""
-    from pretrain import train as trainer
     from pretrain.config import build_config
-    from pretrain.train import run
+    from pretrain.train import Trainer, run
 
     cpu: list[float] = []
-    step_fn = trainer._one_step
+    step_fn = Trainer._micro_batches  # the micro-batches of one step, without the monitor
 
     def timed_step(*a, **k):
         t = time.thread_time()
@@ -89,11 +88,11 @@ def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float, float]:
                   "log_interval": 1, "eval_interval": 0, "save_interval": 0, "progress": False},
     }
     torch.set_num_threads(args.threads)
-    trainer._one_step = timed_step
+    Trainer._micro_batches = timed_step
     try:
         run(build_config(raw))
     finally:
-        trainer._one_step = step_fn
+        Trainer._micro_batches = step_fn
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "samples_per_sec" in r][args.warmup:]
     return (args.batch / statistics.median(cpu[args.warmup:]), statistics.median(r["samples_per_sec"] for r in rows),
@@ -117,7 +116,7 @@ def run_hf(args, corpus) -> tuple[float, float]:
     from pretrain.samples import MLMDataset
 
     tok = load_tokenizer(corpus[1])
-    ds = MLMDataset([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
+    ds = MLMDataset.from_prefixes([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
 
     class Unmasked(torch.utils.data.Dataset):
         # The same samples (pairs, padding) with the original ids back: the HF collator masks them itself.
@@ -142,7 +141,7 @@ def run_hf(args, corpus) -> tuple[float, float]:
 
     class Clock(TrainerCallback):
         # CPU time from the end of one step to the end of the next: fetching the batch, forward, backward,
-        # optimizer step, as in our _one_step.
+        # optimizer step, as in our Trainer._micro_batches.
         def on_train_begin(self, *a, **k):
             # accelerate resets torch's thread count when it sees RANK/WORLD_SIZE (left by our runs); with
             # more threads than free cores the training thread's CPU time counts spin-waits.

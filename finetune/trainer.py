@@ -21,7 +21,7 @@ import torch
 from data_tools.atomic import atomic_dir, write_json
 from data_tools.errors import UserError
 from finetune.modeling import train_loss
-from pretrain.alum import AlumStats
+from pretrain.alum_stats import AlumStats
 from pretrain.engine import param_groups
 from pretrain.loss_scale import AscentScaler
 

@@ -56,10 +56,9 @@ Choices stated explicitly (fields of :class:`AlumConfig`):
   ``--adv_step_size 1e-5``, ``--adv_noise_var 1e-5``, ``--adv_epsilon 1e-6``) uses η = 1e-5, not 1e-3, and its
   ``SmartPerturbation.forward`` asserts a Classification/Ranking/Regression task (no span QA); it is not a variant.
 
-Diagnostics (:class:`AdvResult`): ``delta_ratio`` = mean over real tokens of ‖δ_t‖/‖x_t‖; ``delta_cos_init`` =
-mean cos(δ_final, δ_init) per token; ``ascent_gain`` = l_sym at the final δ over l_sym at a random δ with the same
-per-token norms (same dropout masks), measured when asked (every ``gain_interval`` steps, one extra no-grad
-forward). A gain near 1 means the "adversarial" term is noise injection.
+Diagnostics (:class:`AdvResult`; measured and summed into log rows by ``pretrain.alum_stats``): ``delta_ratio``,
+``delta_cos_init`` and, every ``gain_interval`` steps, ``ascent_gain`` (l_sym at the final δ over l_sym at a random
+δ of the same per-token norms; near 1 the "adversarial" term is noise injection).
 
 Reductions: l_sym and the ascent KL sum over the class axis and average over rows (positions or examples), so
 ``alpha`` weighs a per-token quantity against a per-token cross-entropy.
@@ -76,8 +75,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
+# The divergences and norms live in alum_math (alum_stats measures δ with them too); imported here by name,
+# so ``from pretrain.alum import sym_kl, project_l2, ...`` keeps working.
+from pretrain.alum_math import kl, l2_direction, project_l2, safe_divisor, sym_kl, upcast_half
+from pretrain.alum_stats import ascent_gain, delta_diagnostics
 from pretrain.loss_scale import AscentScaler
 
 Norm = Literal["l2", "linf", "token_linf"]
@@ -95,9 +97,6 @@ VARIANTS = ("default", "paper", "authors", "noise")
 
 # Added to the per-token max before dividing (authors' --noise_gamma).
 _NORM_TINY = 1e-6
-# A run warns when the mean measured gain stays below this after _GAIN_WARN_AFTER measurements.
-GAIN_WARN_BELOW = 2.0
-_GAIN_WARN_AFTER = 3
 
 # The perturbation each variant names (α, site, masked_only, ... are not part of a variant). The default's
 # ε, η, σ, K come from benchmarks/alum_sweep.py (README "ALUM": the sweep table).
@@ -231,45 +230,10 @@ class AdvResult:
     ascent_gain: torch.Tensor | None = None
 
 
-def _upcast_half(x: torch.Tensor) -> torch.Tensor:
-    # float16/bfloat16 -> float32, other dtypes unchanged: softmax/KL and δ in at least float32, since half
-    # precision cannot resolve the tiny divergences of the ascent.
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _mean_rows(per_row: torch.Tensor) -> torch.Tensor:
-    return per_row.mean() if per_row.numel() else per_row.sum()
-
-
-def sym_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """Symmetric KL, KL(p‖q) + KL(q‖p), between the softmax distributions of two sets of logits.
-
-    Args:
-        logits_p: ``[..., C]`` logits.
-        logits_q: ``[..., C]`` logits, same shape.
-
-    Returns:
-        Scalar: summed over the class axis, averaged over all other positions; computed in (at least) float32.
-    """
-    logp = F.log_softmax(_upcast_half(logits_p), dim=-1)
-    logq = F.log_softmax(_upcast_half(logits_q), dim=-1)
-    # KL(p‖q) + KL(q‖p) = Σ (p - q)(log p - log q): one pass instead of two kl_div calls.
-    return _mean_rows(((logp.exp() - logq.exp()) * (logp - logq)).sum(-1))
-
-
-def kl(logits_target: torch.Tensor, logits_input: torch.Tensor) -> torch.Tensor:
-    """KL(p_target ‖ p_input), summed over classes and averaged over rows, in (at least) float32.
-
-    The authors' ascent loss ``KL(adv_logits, logits.detach())`` is ``kl(clean, adv)`` here.
-    """
-    logt = F.log_softmax(_upcast_half(logits_target), dim=-1)
-    logi = F.log_softmax(_upcast_half(logits_input), dim=-1)
-    return _mean_rows((logt.exp() * (logt - logi)).sum(-1))
-
 
 def token_scale(embeds: torch.Tensor, cfg: AlumConfig) -> torch.Tensor:
     """Per-token length unit ``[..., 1]`` (detached, at least float32): ‖x_t‖ in relative units, 1 in absolute."""
-    x = _upcast_half(embeds.detach())
+    x = upcast_half(embeds.detach())
     if cfg.units == "absolute":
         return torch.ones((*x.shape[:-1], 1), dtype=x.dtype, device=x.device)
     return x.norm(dim=-1, keepdim=True)
@@ -290,32 +254,6 @@ def init_delta(embeds: torch.Tensor, cfg: AlumConfig, generator: torch.Generator
     return noise * cfg.init_std
 
 
-def safe_divisor(norms: torch.Tensor) -> torch.Tensor:
-    """``norms`` with exact zeros replaced by 1, to divide by: a zero vector (a padding token's gradient) stays 0.
-
-    Only exact zeros need protecting; an additive guard (``norm + tiny``) would swamp the tiny δ-gradients of
-    small inits.
-    """
-    return torch.where(norms > 0, norms, torch.ones_like(norms))
-
-
-def l2_direction(x: torch.Tensor) -> torch.Tensor:
-    """Each token's vector (last axis) scaled to ℓ2 norm 1; an all-zero vector stays 0 (see :func:`safe_divisor`)."""
-    return x / safe_divisor(x.norm(dim=-1, keepdim=True))
-
-
-def project_l2(delta: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
-    """Project each token's ``delta`` (last axis) onto the ℓ2 ball of ``radius``: longer vectors are scaled down
-    to norm ``radius``, shorter ones are unchanged.
-
-    Args:
-        delta: ``[..., H]``.
-        radius: a float, or a per-token ``[..., 1]`` tensor (relative units: ε·‖x_t‖).
-    """
-    norms = delta.norm(dim=-1, keepdim=True)
-    return delta * torch.clamp(radius / (norms + 1e-12), max=1.0)
-
-
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig,
                 scale: torch.Tensor | None = None) -> torch.Tensor:
     """One ascent update of δ along ``grad``, then ``cfg.norm``'s projection (or normalisation).
@@ -329,7 +267,7 @@ def ascent_step(delta: torch.Tensor, grad: torch.Tensor, cfg: AlumConfig,
     Returns:
         The new δ (at least float32). Norms are per token, over the last axis.
     """
-    delta, grad = _upcast_half(delta), _upcast_half(grad)
+    delta, grad = upcast_half(delta), upcast_half(grad)
     unit = 1.0 if scale is None else scale
     if cfg.norm == "token_linf":
         # Authors (adv_masked_lm.py): step along the raw gradient, then rescale each token to ℓ∞ ≈ 1.
@@ -372,20 +310,6 @@ class DropoutReplay:
             for d, state in zip(self.devices, self.cuda):
                 torch.cuda.set_rng_state(state, d)
             return fn(x)
-
-
-def _token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    # values: [..., 1] per token; mask: [...] 1 for real tokens.
-    values = values.squeeze(-1)
-    if mask is None:
-        return values.mean()
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def _same_norm_random(delta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    noise = torch.randn(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
-    return l2_direction(noise) * delta.float().norm(dim=-1, keepdim=True)
 
 
 def adversarial_loss(
@@ -441,7 +365,7 @@ def adversarial_loss(
         loss_scale = scaler.scale if scaler is not None else 1.0
         # Scaled so that float16 activations' gradients do not underflow to zero; unscaled in float32.
         (grad,) = torch.autograd.grad(objective * loss_scale, delta)
-        grad = _upcast_half(grad) / loss_scale
+        grad = upcast_half(grad) / loss_scale
         if not bool(torch.isfinite(grad).all()):
             overflow = True
             if scaler is not None:
@@ -454,7 +378,7 @@ def adversarial_loss(
         if keep is not None:
             delta = delta * keep
     delta = delta.detach().to(embeds.dtype)
-    diag = _diagnostics(embeds, delta, start, token_mask)
+    diag = delta_diagnostics(embeds, delta, start, token_mask)
     if overflow and cfg.drop_nonfinite:
         return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True, **diag)
     x = embeds if cfg.embed_grad else embeds.detach()
@@ -465,26 +389,9 @@ def adversarial_loss(
         return AdvResult(loss=clean_logits.new_zeros((), dtype=torch.float32), delta=delta, overflow=True, **diag)
     gain = None
     if measure_gain:
-        # A diagnostic must not change training: the probe's random draws leave the global RNG as it was (so a
-        # resumed run, whose probes fall on other steps, still repeats the straight run's losses exactly).
-        devices = [embeds.device] if embeds.device.type == "cuda" else []
-        saved = generator.get_state() if generator is not None else None
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            probe = _same_norm_random(delta, generator).to(embeds.dtype)
-            at_random = sym_kl(replay(forward_fn, base + probe), target)
-            gain = loss.detach().float() / at_random.float().clamp(min=1e-30)
-        if saved is not None:
-            generator.set_state(saved)
+        gain = ascent_gain(loss, delta, base, target, lambda x: replay(forward_fn, x), generator)
     return AdvResult(loss=loss, delta=delta, overflow=overflow, ascent_gain=gain, **diag)
 
-
-def _diagnostics(embeds: torch.Tensor, delta: torch.Tensor, start: torch.Tensor,
-                 token_mask: torch.Tensor | None) -> dict:
-    with torch.no_grad():
-        d = delta.float()
-        ratio = d.norm(dim=-1, keepdim=True) / safe_divisor(embeds.detach().float().norm(dim=-1, keepdim=True))
-        cos = F.cosine_similarity(d, start.float(), dim=-1, eps=1e-30).unsqueeze(-1)
-        return {"delta_ratio": _token_mean(ratio, token_mask), "delta_cos_init": _token_mean(cos, token_mask)}
 
 
 @dataclass
@@ -543,73 +450,3 @@ def regularized_loss(
     loss = task_loss + weighted
     share = (weighted.detach() / loss.detach()).float() if bool(loss.detach() != 0) else zero.float()
     return Regularized(loss=loss, task_loss=task_loss, adv_loss=adv.loss, adv=adv, adv_share=share)
-
-
-class AlumStats:
-    """Accumulates the per-step ALUM diagnostics between two log rows, and warns once about a low gain.
-
-    ``add`` takes a :class:`Regularized`; ``row()`` returns the keys every log row gets (``delta_ratio``,
-    ``ascent_gain`` (None when not measured in the interval), ``delta_cos_init``, ``adv_share``,
-    ``ascent_overflows`` (cumulative)) and resets the interval. Pre-training sums these over ranks itself
-    (``vector``/``row_from``), fine-tuning uses them directly.
-    """
-
-    KEYS = ("delta_ratio", "ascent_gain", "delta_cos_init", "adv_share", "ascent_overflows")
-
-    def __init__(self, cfg: AlumConfig | None):
-        self.cfg = cfg
-        self.overflows = 0.0
-        self._gains: list[float] = []
-        self.warned = False
-        self.reset()
-
-    def reset(self) -> None:
-        self._sum = torch.zeros(6, dtype=torch.float64)
-
-    @staticmethod
-    def vector(reg: Regularized) -> torch.Tensor:
-        """One step's diagnostics as summable float64 numbers: [alum steps, ratio, cos, share, gain, gains]."""
-        out = torch.zeros(6, dtype=torch.float64)
-        adv = reg.adv
-        if adv is None:
-            return out
-        out[0] = 1.0
-        out[1] = float(adv.delta_ratio) if adv.delta_ratio is not None else 0.0
-        out[2] = float(adv.delta_cos_init) if adv.delta_cos_init is not None else 0.0
-        out[3] = float(reg.adv_share) if reg.adv_share is not None else 0.0
-        if adv.ascent_gain is not None and math.isfinite(float(adv.ascent_gain)):
-            out[4], out[5] = float(adv.ascent_gain), 1.0
-        return out
-
-    def add(self, reg: Regularized) -> None:
-        self._sum += self.vector(reg)
-        if reg.adv is not None and reg.adv.overflow:
-            self.overflows += 1
-
-    def row_from(self, sums: torch.Tensor, overflows: float) -> dict:
-        """Log-row values from summed :meth:`vector` s (e.g. all-reduced over ranks) and the overflow count."""
-        n, ng = float(sums[0]), float(sums[5])
-        gain = float(sums[4]) / ng if ng else None
-        if gain is not None:
-            self._gains.append(gain)
-        return {"delta_ratio": float(sums[1]) / n if n else 0.0, "ascent_gain": gain,
-                "delta_cos_init": float(sums[2]) / n if n else 0.0, "adv_share": float(sums[3]) / n if n else 0.0,
-                "ascent_overflows": overflows}
-
-    def row(self) -> dict:
-        out = self.row_from(self._sum, self.overflows)
-        self.reset()
-        return out
-
-    def warning(self) -> str | None:
-        """A one-line warning, returned once, when the mean measured gain stays below 2 with an ascent on."""
-        if self.warned or self.cfg is None or not self.cfg.active or self.cfg.steps == 0:
-            return None
-        if len(self._gains) < _GAIN_WARN_AFTER:
-            return None
-        mean = sum(self._gains) / len(self._gains)
-        if mean >= GAIN_WARN_BELOW:
-            return None
-        self.warned = True
-        return (f"warning: ALUM ascent gain {mean:.2f} < {GAIN_WARN_BELOW:g} over {len(self._gains)} measurements: "
-                f"the perturbation is not adversarial (variant {self.cfg.variant!r}; see README, ALUM)")

@@ -10,7 +10,7 @@ true}`` cuts them again for its own world size. (DeepSpeed 0.19.8: ``deepspeed/c
 ``load_hp_checkpoint_state_from_checkpoint_dir`` in ``runtime/base_optimizer.py`` for ZeRO-1/2 and
 ``load_hp_checkpoint_state_from_checkpoint_dir_stage3`` in ``runtime/zero/stage3.py``.)
 
-What happens on resume (``plan`` → ``train.run`` builds the engine with ``deepspeed_overrides`` → ``load``):
+What happens on resume (``plan`` → ``train.Trainer.build`` builds the engine with ``deepspeed_overrides`` → ``load``):
 
 - The saved world size is the number of ``trainer_state_rank<R>.*`` files of the tag (one per rank), and
   the ZeRO optimizer shards must agree with it. Same world size, or ZeRO-0 (its ``mp_rank_00`` file holds

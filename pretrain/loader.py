@@ -1,5 +1,5 @@
-"""Training and held-out batches for one rank: corpus/tokenizer checks, ``MLMDataset`` + ``RankSampler``
-behind a ``DataLoader`` whose workers make samples while the model trains.
+"""Training and held-out batches for one rank: the corpora opened and checked once (``pretrain.corpora``), then
+``MLMDataset`` + ``RankSampler`` behind a ``DataLoader`` whose workers make samples while the model trains.
 
 Held-out samples are ``data.eval_prefixes`` when given, else the last ``data.eval_samples`` sample ids of
 the training corpus (which training then never sees).
@@ -14,73 +14,29 @@ import numpy as np
 import torch
 
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus, max_token_id
+from data_tools.indexed import IndexedCorpus
 from data_tools.tokenizer import Tokenizer, load_tokenizer
 from pretrain.config import RunConfig
+from pretrain.corpora import open_corpora
 from pretrain.dist import DistEnv
 
 
-def check_corpus(prefixes: list[str], tokenizer: Tokenizer, key: str) -> list[list[str]]:
-    """Expand shard prefixes (directories, globs) and check each corpus was built with this tokenizer.
-
-    Args:
-        prefixes: Prefixes from the config.
-        tokenizer: The run's tokenizer.
-        key: Config key, for messages.
-    Returns:
-        The concrete (shard) prefixes of each configured prefix. UserError on a missing corpus or a
-        vocabulary mismatch.
-    """
-    from pretrain.samples import expand_prefix
-
-    out: list[list[str]] = []
-    for i, prefix in enumerate(prefixes):
-        try:
-            shards = expand_prefix(prefix)
-        except UserError as exc:
-            raise UserError(f"{key}[{i}]: {exc}") from None
-        for shard in shards:
-            corpus = IndexedCorpus(shard)
-            meta = (corpus.meta or {}).get("tokenizer", {})
-            vocab = meta.get("vocab_size")
-            if vocab is not None and vocab != tokenizer.vocab_size:
-                raise UserError(
-                    f"{key}[{i}]: {shard} was built with a tokenizer of vocab size {vocab}, but data.tokenizer "
-                    f"{tokenizer.path} has vocab size {tokenizer.vocab_size}; expected the same tokenizer"
-                )
-            fp = meta.get("fingerprint")
-            if fp not in (None, "unknown") and fp != tokenizer.fingerprint:  # "unknown": merge --force
-                raise UserError(
-                    f"{key}[{i}]: {shard} was built with tokenizer fingerprint {fp}, data.tokenizer "
-                    f"{tokenizer.path} has {tokenizer.fingerprint}; expected the same tokenizer"
-                )
-            # Every id must index the embedding table: a corpus without a sidecar (or merged with --force)
-            # vouches for no tokenizer, and an id past the vocabulary would fail mid-run (or read garbage).
-            top = max_token_id(corpus)
-            if top >= tokenizer.vocab_size:
-                raise UserError(
-                    f"{key}[{i}]: {shard} holds token id {top}, but data.tokenizer {tokenizer.path} has "
-                    f"{tokenizer.vocab_size} ids; expected the tokenizer the corpus was built with"
-                )
-        out.append(shards)
-    return out
-
-
-def _dataset(cfg: RunConfig, prefixes: list[list[str]], weights: list[float] | None, tokenizer: Tokenizer):
-    """One ``MLMDataset`` over all prefixes, or a ``BlendedDataset`` of one per prefix when weighted."""
+def _dataset(cfg: RunConfig, groups: list[list[IndexedCorpus]], weights: list[float] | None, tokenizer: Tokenizer):
+    """One ``MLMDataset`` over the shards of every prefix, or a ``BlendedDataset`` of one per prefix when
+    weighted."""
     from pretrain.masking import MaskingConfig
     from pretrain.samples import BlendedDataset, MLMDataset
 
     d = cfg.data
     masking = MaskingConfig(mask_prob=d.mask_prob, whole_word=d.whole_word_mask)
 
-    def make(ps: list[str]) -> MLMDataset:
-        return MLMDataset(ps, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp, seed=cfg.train.seed,
+    def make(corpora: list[IndexedCorpus]) -> MLMDataset:
+        return MLMDataset(corpora, tokenizer, max_seq_len=d.max_seq_len, style=d.style, nsp=d.nsp, seed=cfg.train.seed,
                           masking=masking, cache_dir=d.cache_dir)
 
     if weights is None:
-        return make([p for group in prefixes for p in group])
-    return BlendedDataset([make(group) for group in prefixes], weights, seed=cfg.train.seed, cache_dir=d.cache_dir)
+        return make([c for group in groups for c in group])
+    return BlendedDataset([make(group) for group in groups], weights, seed=cfg.train.seed, cache_dir=d.cache_dir)
 
 
 class _ById(torch.utils.data.Dataset):
@@ -116,18 +72,24 @@ def die_with_parent(_worker_id: int = 0) -> None:
 
 
 class TrainData:
-    """This rank's view of the training and held-out samples."""
+    """This rank's view of the training and held-out samples.
 
-    def __init__(self, cfg: RunConfig, dist: DistEnv):
+    Args:
+        cfg, dist: The run config and this rank.
+        tokenizer: The run's tokenizer.
+        train: The opened shards of each ``data.prefixes`` entry; held_out: of each ``data.eval_prefixes``
+            entry, or None (``pretrain.corpora.open_corpora`` opened and checked both).
+    """
+
+    def __init__(self, cfg: RunConfig, dist: DistEnv, tokenizer: Tokenizer, train: list[list[IndexedCorpus]],
+                 held_out: list[list[IndexedCorpus]] | None):
         self.cfg, self.dist = cfg, dist
         d = cfg.data
-        self.tokenizer = load_tokenizer(d.tokenizer)
-        self.train = _dataset(cfg, check_corpus(d.prefixes, self.tokenizer, "data.prefixes"), d.weights,
-                              self.tokenizer)
+        self.tokenizer = tokenizer
+        self.train = _dataset(cfg, train, d.weights, tokenizer)
         n = len(self.train)
-        if d.eval_prefixes:
-            self.eval = _dataset(cfg, check_corpus(d.eval_prefixes, self.tokenizer, "data.eval_prefixes"),
-                                 None, self.tokenizer)
+        if held_out:
+            self.eval = _dataset(cfg, held_out, None, tokenizer)
             self.eval_ids = list(range(min(len(self.eval), d.eval_samples)))
             self.train_size = n
         else:
@@ -178,15 +140,24 @@ class TrainData:
         self._loader = None
 
 
+def _open(cfg: RunConfig) -> tuple[Tokenizer, list[list[IndexedCorpus]], list[list[IndexedCorpus]] | None]:
+    """The tokenizer and the opened, checked shards of the training and held-out prefixes."""
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
+        raise UserError(f"model.init_from: {cfg.model.init_from} is not a directory")
+    d = cfg.data
+    tokenizer = load_tokenizer(d.tokenizer)
+    train = open_corpora(d.prefixes, tokenizer, "data.prefixes")
+    held_out = open_corpora(d.eval_prefixes, tokenizer, "data.eval_prefixes") if d.eval_prefixes else None
+    return tokenizer, train, held_out
+
+
 def build_data(cfg: RunConfig, dist: DistEnv) -> TrainData:
     """Load the tokenizer and corpora of ``cfg`` for this rank (UserError naming the key on a problem).
 
     Runs before the process group exists: a sample index or blend map missing from the cache is built by the
     first rank to lock it while the others wait, then all of them map it (``pretrain.sample_index``).
     """
-    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
-        raise UserError(f"model.init_from: {cfg.model.init_from} is not a directory")
-    return TrainData(cfg, dist)
+    return TrainData(cfg, dist, *_open(cfg))
 
 
 def prepare_data(cfg: RunConfig, workers: int = 1) -> TrainData:
@@ -204,11 +175,10 @@ def prepare_data(cfg: RunConfig, workers: int = 1) -> TrainData:
     from pretrain.sample_index import load_or_build_index
 
     d = cfg.data
-    tokenizer = load_tokenizer(d.tokenizer)
-    shards = [p for key, prefixes in (("data.prefixes", d.prefixes), ("data.eval_prefixes", d.eval_prefixes or []))
-              for group in check_corpus(prefixes, tokenizer, key) for p in group]
+    tokenizer, train, held_out = _open(cfg)
     if workers > 1:
+        corpora = [c for groups in (train, held_out or []) for group in groups for c in group]
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda p: load_or_build_index(p, d.style, d.max_seq_len, cfg.train.seed,
-                                                        cache_dir=d.cache_dir), shards))
-    return build_data(cfg, DistEnv(rank=0, world_size=1, local_rank=0))
+            list(pool.map(lambda c: load_or_build_index(c, d.style, d.max_seq_len, cfg.train.seed,
+                                                        cache_dir=d.cache_dir), corpora))
+    return TrainData(cfg, DistEnv(rank=0, world_size=1, local_rank=0), tokenizer, train, held_out)

@@ -37,6 +37,7 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 
 from data_tools.errors import UserError
+from pretrain.alum_stats import AlumSums
 
 ARCHS = ("bert", "roberta")
 
@@ -54,7 +55,7 @@ class PretrainOutput:
         masked_correct: number of masked positions predicted correctly (argmax).
         masked_count: number of masked positions.
         mlm_logits: ``[M, V]`` logits at the compared positions (masked ones unless ALUM compares all).
-        alum_stats: ``[6]`` float64 ALUM diagnostics of this step (``pretrain.alum.AlumStats.vector``), or None.
+        alum_stats: ALUM diagnostics of this step (``pretrain.alum_stats.AlumSums``), or None.
     """
 
     loss: torch.Tensor
@@ -65,7 +66,7 @@ class PretrainOutput:
     masked_correct: torch.Tensor
     masked_count: torch.Tensor
     mlm_logits: torch.Tensor | None = None
-    alum_stats: torch.Tensor | None = None
+    alum_stats: AlumSums | None = None
 
 
 @dataclass
@@ -324,7 +325,7 @@ class PretrainModel(nn.Module):
 
 
 def output_of(t: MlmTask, loss: torch.Tensor, adv_loss: torch.Tensor, overflow: bool,
-              alum_stats: torch.Tensor | None = None) -> PretrainOutput:
+              alum_stats: AlumSums | None = None) -> PretrainOutput:
     """The :class:`PretrainOutput` of a task forward with the given total loss and adversarial term."""
     return PretrainOutput(
         loss=loss, mlm_loss=t.mlm_loss, adv_loss=adv_loss, nsp_loss=t.nsp_loss,

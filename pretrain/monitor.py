@@ -7,7 +7,7 @@ Scalars (TensorBoard tag → meaning):
 ``perf/samples_per_sec``, ``perf/tokens_per_sec`` (non-pad tokens), ``perf/mfu``, ``perf/data_wait_frac``,
 ``eval/mlm_loss``, ``eval/perplexity``, ``eval/accuracy`` (masked-token accuracy on held-out samples).
 
-ALUM diagnostics (``pretrain.alum.AlumStats``; the same keys in ``metrics.jsonl``): ``alum/delta_ratio``
+ALUM diagnostics (``pretrain.alum_stats.AlumStats``; the same keys in ``metrics.jsonl``): ``alum/delta_ratio``
 (‖δ‖/‖x‖, per-token mean), ``alum/ascent_gain`` (l_sym at δ over l_sym at a random δ of the same per-token
 norms; measured every ``alum.gain_interval`` ALUM steps, absent (None in the JSON) in an interval without one),
 ``alum/delta_cos_init`` (cos(δ_final, δ_init)), ``alum/adv_share`` (α·adv / total loss), ``alum/ascent_overflows``
@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from pretrain.alum import AlumStats
+from pretrain.alum_stats import AlumStats
 from pretrain.config import RunConfig
 from pretrain.dist import DistEnv
+from pretrain.step_stats import StepStats
 
 _GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "V100": 125.0}
 
@@ -67,7 +68,7 @@ class Monitor:
         self.is_main = dist.rank == 0
         self.overflows = 0.0
         self.alum = AlumStats(cfg.alum.build())
-        self._acc: torch.Tensor | None = None
+        self._acc: StepStats | None = None
         self._time = self._wait = 0.0
         self._steps = 0
         self.tb = self.bar = None
@@ -86,21 +87,19 @@ class Monitor:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    def step(self, step: int, stats: torch.Tensor, accum_steps: int, seconds: float, wait: float, lr: float,
-             scale: float, grad_norm: float | None) -> float | None:
+    def step(self, step: int, stats: StepStats, seconds: float, wait: float, lr: float, scale: float,
+             grad_norm: float | None) -> float | None:
         """Account one optimizer step; every ``log_interval`` steps reduce over ranks and log.
 
         Args:
             step: Optimizer steps done.
-            stats: This rank's sums over its micro-batches: loss, mlm, adv, overflow, correct, count, tokens,
-                then ``AlumStats.vector``'s six ALUM sums.
-            accum_steps: Gradient-accumulation steps (micro-batches per step and rank).
+            stats: This rank's sums over the step's micro-batches.
             seconds: Wall time of the step; wait: of which spent waiting for data.
             lr, scale, grad_norm: From the engine.
         Returns:
             The mean total loss when this step was logged, else None.
         """
-        self._acc = stats.clone() if self._acc is None else self._acc + stats
+        self._acc = stats if self._acc is None else self._acc + stats
         self._time += seconds
         self._wait += wait
         self._steps += 1
@@ -108,27 +107,31 @@ class Monitor:
             if self.bar is not None:
                 self.bar.update(1)
             return None
-        acc = self._acc
-        if self.dist.world_size > 1:
-            torch.distributed.all_reduce(acc)
-        acc = acc.cpu()
-        n_micro = accum_steps * self.dist.world_size * self._steps
-        loss, mlm, adv = (acc[:3] / n_micro).tolist()
-        self.overflows += acc[3].item()
-        samples = self.cfg.train.global_batch * self._steps
-        row = {
-            "step": step, "loss": loss, "mlm_loss": mlm, "adv_loss": adv, "ascent_overflows": self.overflows,
-            "masked_accuracy": (acc[4] / acc[5].clamp(min=1)).item(), "lr": lr, "loss_scale": scale,
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "samples_per_sec": samples / self._time, "tokens_per_sec": acc[6].item() / self._time,
-            "data_wait_frac": self._wait / self._time,
-        }
-        row.update(self.alum.row_from(acc[7:13], self.overflows))
+        row = self._row(step, self._acc.all_reduce(self.dist.world_size), lr, scale, grad_norm)
         self._acc = None
         self._time = self._wait = 0.0
         self._steps = 0
-        if not self.is_main:
-            return loss
+        if self.is_main:
+            self._publish(step, row)
+        return row["loss"]
+
+    def _row(self, step: int, total: StepStats, lr: float, scale: float, grad_norm: float | None) -> dict:
+        """The log row of the steps since the last one, from their sums over every rank."""
+        n = total.micro_batches
+        self.overflows += total.overflows
+        row = {
+            "step": step, "loss": total.loss / n, "mlm_loss": total.mlm_loss / n, "adv_loss": total.adv_loss / n,
+            "ascent_overflows": self.overflows,
+            "masked_accuracy": total.masked_correct / max(total.masked_count, 1.0), "lr": lr, "loss_scale": scale,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "samples_per_sec": self.cfg.train.global_batch * self._steps / self._time,
+            "tokens_per_sec": total.tokens / self._time, "data_wait_frac": self._wait / self._time,
+        }
+        row.update(self.alum.row_from(total.alum, self.overflows))
+        return row
+
+    def _publish(self, step: int, row: dict) -> None:
+        """Rank 0: metrics.jsonl, TensorBoard, the low-gain warning, the progress bar."""
         row["mfu"] = row["tokens_per_sec"] * self.flops_tok / (self.peak * self.dist.world_size)
         self._write(row)
         for key, value in row.items():
@@ -144,8 +147,7 @@ class Monitor:
         if warning:
             print(warning, file=sys.stderr, flush=True)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{row['samples_per_sec']:.1f}")
-        return loss
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", sps=f"{row['samples_per_sec']:.1f}")
 
     def eval(self, step: int, metrics: dict[str, float] | None) -> None:
         """Log held-out metrics (rank 0)."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pretrain.alum import AlumConfig, AlumStats, regularized_loss
+from pretrain.alum import AlumConfig, regularized_loss
+from pretrain.alum_stats import AlumSums
 from pretrain.loss_scale import AscentScaler
 from pretrain.model import PretrainModel, PretrainOutput, output_of
 
@@ -61,7 +62,7 @@ class PretrainObjective(nn.Module):
         """Task loss + α·adversarial term in training mode (ALUM active); the plain task loss otherwise.
 
         Arguments as ``PretrainModel.forward``. Returns a ``PretrainOutput`` whose ``alum_stats`` holds this
-        step's diagnostics (``pretrain.alum.AlumStats.vector``).
+        step's diagnostics (``pretrain.alum_stats.AlumSums``).
         """
         if mlm_labels is None:
             raise ValueError("mlm_labels is required ([B, T], -100 at positions not to predict)")
@@ -79,4 +80,4 @@ class PretrainObjective(nn.Module):
         self.alum_steps += 1
         reg = regularized_loss(t.task_loss, t.embeds, t.logits, t.logits_from, cfg, scaler=self.ascent_scaler,
                                token_mask=attention_mask, measure_gain=measure, replay=t.replay)
-        return output_of(t, reg.loss, reg.adv_loss, overflow=reg.adv.overflow, alum_stats=AlumStats.vector(reg))
+        return output_of(t, reg.loss, reg.adv_loss, overflow=reg.adv.overflow, alum_stats=AlumSums.of(reg))

@@ -22,7 +22,6 @@ Masking (``pretrain.masking``) is dynamic: ``get(sample_id, epoch)`` masks with 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from collections.abc import Sequence
@@ -33,8 +32,9 @@ import torch
 
 from data_tools.atomic import atomic_path
 from data_tools.errors import UserError
-from data_tools.indexed import IndexedCorpus, resolve_prefixes
+from data_tools.indexed import IndexedCorpus
 from data_tools.tokenizer import Tokenizer
+from pretrain.corpora import open_corpora
 from pretrain.masking import IGNORE, Masker, MaskingConfig
 from pretrain.sample_index import (  # noqa: F401 - re-exported: the index's API before it had a module
     INDEX_VERSION,
@@ -47,31 +47,6 @@ from pretrain.sample_index import (  # noqa: F401 - re-exported: the index's API
 BLEND_VERSION = 1
 # Separate RNG streams, so that the sample structure and the mask never share draws.
 _STREAM_PAIR, _STREAM_MASK = 2, 3
-
-
-def expand_prefix(prefix: str | os.PathLike) -> list[str]:
-    """The corpus prefixes a configured prefix stands for, in order.
-
-    - ``corpus/wiki``: the corpus ``wiki.bin``/``.idx``, or its shards ``wiki_00000``, ``wiki_00001``, …
-      (``data_tools.indexed.resolve_prefixes``; what ``build`` writes, one shard per task);
-    - a directory: every corpus in it (``*.idx``), sorted by name;
-    - a glob (``corpus/part-*``): every corpus whose prefix matches, sorted.
-
-    Raises:
-        UserError: when nothing matches.
-    """
-    text = os.fspath(prefix)
-    if os.path.isdir(text) and not os.path.isfile(text + ".idx"):
-        found = sorted(p[: -len(".idx")] for p in glob.glob(os.path.join(glob.escape(text), "*.idx")))
-        if not found:
-            raise UserError(f"{text}: directory holds no corpus (no *.idx files)")
-        return found
-    if any(c in text for c in "*?[") and not os.path.isfile(text + ".idx"):
-        found = sorted(p[: -len(".idx")] for p in glob.glob(text + ".idx"))
-        if not found:
-            raise UserError(f"{text}: no corpus matches (expected files {text}.idx)")
-        return found
-    return resolve_prefixes(text)
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator):
@@ -101,8 +76,9 @@ class MLMDataset(torch.utils.data.Dataset):
     """Masked-LM samples over one or more indexed corpora (concatenated in the order given).
 
     Args:
-        prefixes: corpus prefixes (a sharded prefix ``p`` expands to ``p_00000``, ``p_00001``, …).
-        tokenizer: the tokenizer the corpora were built with (checked against their ``.meta.json``).
+        corpora: opened corpora, already checked against ``tokenizer`` (``pretrain.corpora.open_corpora``;
+            :meth:`from_prefixes` opens and checks them).
+        tokenizer: the tokenizer the corpora were built with.
         max_seq_len: sample length including special tokens; samples are padded to it.
         style: "bert" or "roberta" (see the module docstring).
         nsp: next-sentence prediction labels (BERT style only).
@@ -117,7 +93,7 @@ class MLMDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        prefixes: str | Sequence[str],
+        corpora: Sequence[IndexedCorpus],
         tokenizer: Tokenizer,
         max_seq_len: int = 128,
         style: str = "bert",
@@ -133,18 +109,16 @@ class MLMDataset(torch.utils.data.Dataset):
             raise UserError("data.nsp: next-sentence prediction needs data.style='bert'")
         if max_seq_len < 8:
             raise UserError(f"data.max_seq_len: got {max_seq_len}, expected at least 8")
-        if isinstance(prefixes, (str, os.PathLike)):
-            prefixes = [prefixes]
-        self.prefixes = [p for prefix in prefixes for p in expand_prefix(prefix)]
+        self.corpora = list(corpora)
+        if not self.corpora:
+            raise ValueError("MLMDataset: expected at least one corpus")
+        self.prefixes = [c.prefix for c in self.corpora]
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.style = style
         self.nsp = nsp
         self.seed = seed
         self.masking = masking or MaskingConfig()
-        self.corpora = [IndexedCorpus(p, validate=False) for p in self.prefixes]
-        for corpus in self.corpora:
-            _check_tokenizer(corpus, tokenizer)
         # Memory maps of the cached files (shared by every process through the page cache), not copies.
         self.indices = [load_or_build_index(c, style, max_seq_len, seed, short_seq_prob, cache_dir)
                         for c in self.corpora]
@@ -158,6 +132,13 @@ class MLMDataset(torch.utils.data.Dataset):
             tokenizer.special_ids,
             tokenizer.word_start_mask() if self.masking.whole_word else None,
         )
+
+    @classmethod
+    def from_prefixes(cls, prefixes: str | os.PathLike | Sequence[str | os.PathLike], tokenizer: Tokenizer,
+                      **options) -> MLMDataset:
+        """The dataset over every shard of ``prefixes``, opened and checked by ``pretrain.corpora.open_corpora``;
+        ``options`` as the constructor's."""
+        return cls([c for group in open_corpora(prefixes, tokenizer) for c in group], tokenizer, **options)
 
     # DataLoader workers get the dataset pickled: a memory-mapped index travels as its file, not its rows.
     def __getstate__(self) -> dict:
@@ -263,23 +244,6 @@ class MLMDataset(torch.utils.data.Dataset):
             if total >= target:
                 break
         return np.concatenate(parts).astype(np.int64)
-
-
-def _check_tokenizer(corpus: IndexedCorpus, tokenizer: Tokenizer) -> None:
-    meta = corpus.meta
-    info = (meta or {}).get("tokenizer") or {}
-    where = f"{corpus.prefix}.meta.json"
-    if info.get("fingerprint") and info["fingerprint"] != tokenizer.fingerprint:
-        raise UserError(
-            f"{where}: corpus was built with another tokenizer (fingerprint {info['fingerprint']}, "
-            f"{info.get('vocab_size')} ids) than {tokenizer.path} (fingerprint {tokenizer.fingerprint}, "
-            f"{tokenizer.vocab_size} ids)"
-        )
-    if info.get("vocab_size") and int(info["vocab_size"]) > tokenizer.vocab_size:
-        raise UserError(
-            f"{where}: corpus vocabulary has {info['vocab_size']} ids, the tokenizer {tokenizer.path} only "
-            f"{tokenizer.vocab_size}"
-        )
 
 
 def _remap_index(filename: str) -> np.ndarray:

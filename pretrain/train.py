@@ -1,10 +1,12 @@
-"""The pre-training loop: build everything from a ``RunConfig``, train, evaluate, checkpoint, log.
+"""The pre-training loop: ``run`` builds a :class:`Trainer` from a ``RunConfig``, steps it, evaluates and
+checkpoints as due, and closes it.
 
 Everything that can be wrong in the user's input (config, DeepSpeed JSON, corpus, tokenizer, output dir)
-is checked before anything is written. Then: model → DeepSpeed engine → resume from ``latest`` →
-for each optimizer step, ``grad_accum`` micro-batches of ``engine(**batch)`` / ``engine.backward`` /
-``engine.step`` → log, eval, save. Per-step randomness comes from RNGs saved in every checkpoint and from
-sample ids (masking), so a resumed run repeats the straight run's losses exactly.
+is checked before anything is written (``Trainer.build``). Then: model → DeepSpeed engine → resume from
+``latest`` → for each optimizer step, ``grad_accum`` micro-batches of ``engine(**batch)`` (the objective,
+``pretrain.objective``) / ``engine.backward`` / ``engine.step``, their sums in a ``StepStats`` for the monitor.
+Per-step randomness comes from RNGs saved in every checkpoint and from sample ids (masking), so a resumed run
+repeats the straight run's losses exactly.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ from pretrain.dist import DistEnv, discover_dist_env
 from pretrain.engine import build_engine, init_distributed, loss_scale, sync_ascent_scale, validate_deepspeed
 from pretrain.loader import TrainData, build_data
 from pretrain.monitor import Monitor
-
-N_STATS = 13  # loss, mlm, adv, overflow, correct, count, tokens + AlumStats.vector (6)
+from pretrain.step_stats import StepStats
 
 
 @dataclass
@@ -46,20 +47,29 @@ class TrainResult:
     """The trained module (under ZeRO-3 its parameters stay partitioned)."""
 
 
-def _check_output_dir(cfg: RunConfig) -> str | None:
-    """The checkpoint tag to resume from (or None), refusing a non-empty dir when resume='never'."""
+def _resume_from(cfg: RunConfig) -> tuple[str | None, dict]:
+    """The checkpoint tag to resume from (or None) and the settings changed since it was written.
+
+    Refuses a non-empty dir when resume='never'; a damaged ``latest`` falls back to the previous complete
+    checkpoint; settings that cannot change mid-run are refused (all before anything is written).
+    """
     run_dir = Path(cfg.train.output_dir)
     mode = cfg.train.resume
     if mode == "never":
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserError(f"train.output_dir: {run_dir} is not empty and train.resume='never'")
-        return None
+        return None, {}
     if mode == "auto":
-        return checkpoint.read_latest(run_dir) if run_dir.exists() else None
-    checkpoint.step_of(mode)
-    if not (checkpoint.checkpoints_dir(run_dir) / mode).is_dir():
-        raise UserError(f"train.resume: checkpoint {mode!r} not found in {checkpoint.checkpoints_dir(run_dir)}")
-    return mode
+        tag = checkpoint.read_latest(run_dir) if run_dir.exists() else None
+    else:
+        checkpoint.step_of(mode)
+        if not (checkpoint.checkpoints_dir(run_dir) / mode).is_dir():
+            raise UserError(f"train.resume: checkpoint {mode!r} not found in {checkpoint.checkpoints_dir(run_dir)}")
+        tag = mode
+    if tag is None:
+        return None, {}
+    tag = checkpoint.usable_tag(run_dir, tag, fall_back=mode == "auto")
+    return tag, resume_settings.check_resume(cfg, run_dir, tag, checkpoint.step_of(tag))
 
 
 def _seed_all(seed: int) -> None:
@@ -100,7 +110,7 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 @torch.no_grad()
-def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str, float] | None:
+def held_out_metrics(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str, float] | None:
     """Held-out MLM loss, perplexity and masked-token accuracy over every rank's share of the eval samples."""
     batches = data.eval_batches(cfg.train.eval_batches)
     if batches is None:
@@ -118,36 +128,6 @@ def evaluate(engine, data: TrainData, cfg: RunConfig, dist: DistEnv) -> dict[str
     return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": (sums[1] / sums[2].clamp(min=1)).item()}
 
 
-def _one_step(engine, model, batches, accum_steps: int, ids_log, step: int) -> tuple[torch.Tensor, float]:
-    """``accum_steps`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on the last).
-
-    Returns:
-        Sums over the micro-batches (loss, mlm, adv, overflow, correct, count, tokens, then the 6 ALUM
-        diagnostics of ``pretrain.alum.AlumStats.vector``), kept on the device so that a GPU is not synchronised
-        every micro-batch, and the seconds spent waiting for data.
-    """
-    stats = torch.zeros(N_STATS, dtype=torch.float64, device=engine.device)
-    wait = 0.0
-    for _ in range(accum_steps):
-        tw = time.perf_counter()
-        batch = next(batches)
-        wait += time.perf_counter() - tw
-        ids = batch.pop("sample_id")
-        if ids_log is not None:
-            ids_log.add(step, ids)
-        tokens = float(batch["attention_mask"].sum())
-        sync_ascent_scale(engine, model)
-        out = engine(**_to_device(batch, engine.device))
-        engine.backward(out.loss)
-        engine.step()
-        parts = (out.loss, out.mlm_loss, out.adv_loss, out.overflow, out.masked_correct, out.masked_count)
-        stats[:6] += torch.stack([t.detach().to(stats.device, torch.float64) for t in parts])
-        stats[6] += tokens
-        if out.alum_stats is not None:
-            stats[7:] += out.alum_stats.to(stats.device)
-    return stats, wait
-
-
 def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = False) -> TrainResult:
     """Train (or resume) the run described by ``cfg``.
 
@@ -158,89 +138,176 @@ def run(cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = 
     Returns:
         A ``TrainResult``. The caller tears the process group down (``pretrain.dist.shutdown_distributed``).
     """
-    dist = discover_dist_env(local_rank)
-    # Validate every input before the first write: a bad run leaves nothing behind. The DeepSpeed JSON is
-    # read and checked here, once; build_engine gets the result.
-    ds = deepspeed_dict(cfg, dist.world_size)
-    validate_deepspeed(ds, cfg.train.deepspeed_config)
-    resume_tag = _check_output_dir(cfg)
-    run_dir = Path(cfg.train.output_dir)
-    changes = {}
-    if resume_tag is not None:
-        # A damaged `latest` falls back to the previous complete checkpoint; settings that cannot change
-        # mid-run are refused before anything is written.
-        resume_tag = checkpoint.usable_tag(run_dir, resume_tag, fall_back=cfg.train.resume == "auto")
-        changes = resume_settings.check_resume(cfg, run_dir, resume_tag, checkpoint.step_of(resume_tag))
-    data = build_data(cfg, dist)
-    init_distributed(dist)
-    # A checkpoint written at another world size is converted to DeepSpeed's universal format first.
-    resume = elastic.plan(run_dir, resume_tag, dist.world_size, dist.rank) if resume_tag else None
+    trainer = Trainer.build(cfg, local_rank, trust_checkpoint)
+    while not trainer.finished:
+        trainer.step()
+        if trainer.eval_due:
+            trainer.evaluate()
+        if trainer.save_due:
+            trainer.save()
+    if trainer.completed and not trainer.eval_due:  # the finished model's held-out metrics, unless just taken
+        trainer.evaluate()
+    return trainer.close()
 
-    _seed_all(cfg.train.seed)
-    model = _build_model(cfg, data.tokenizer)
-    engine, ds = build_engine(cfg, model, ds, extra=elastic.deepspeed_overrides(resume))
-    # Different ranks must draw different dropout masks / ALUM noise; the model init above was shared.
-    _seed_all(cfg.train.seed + 1000 * dist.rank + 1)
 
-    step, consumed = 0, 0
-    checkpoint.remove_unfinished(run_dir, dist.rank)
-    if resume_tag is not None:
-        client = (elastic.load(engine, resume, dist.rank, cfg.train.seed) if resume
-                  else checkpoint.load(engine, run_dir, resume_tag, dist.rank, trust=trust_checkpoint))
-        step, consumed = client["step"], client["consumed_samples"]
+class Trainer:
+    """One rank's training run: ``build`` it, then ``step`` / ``evaluate`` / ``save`` as due, then ``close``.
+
+    Attributes:
+        step_count: Optimizer steps done (from the checkpoint on resume).
+        consumed: Samples consumed over all ranks (where the data sampler resumes).
+        exited: True once a step hit ``train.exit_interval`` before the last step.
+    """
+
+    def __init__(self, cfg: RunConfig, dist: DistEnv, data: TrainData, model: torch.nn.Module, engine):
+        self.cfg, self.dist, self.data, self.model, self.engine = cfg, dist, data, model, engine
+        self.run_dir = Path(cfg.train.output_dir)
+        self.total = cfg.total_steps()
+        self.step_count = self.consumed = 0
+        self.exited = False
+        self.result = TrainResult(run_dir=self.run_dir, step=0, rank=dist.rank, model=model)
+
+    @classmethod
+    def build(cls, cfg: RunConfig, local_rank: int | None = None, trust_checkpoint: bool = False) -> Trainer:
+        """Check every input, then data → model → DeepSpeed engine → resume state → logs, ready to ``step``."""
+        dist = discover_dist_env(local_rank)
+        # Validate every input before the first write: a bad run leaves nothing behind. The DeepSpeed JSON is
+        # read and checked here, once; build_engine gets the result.
+        ds = deepspeed_dict(cfg, dist.world_size)
+        validate_deepspeed(ds, cfg.train.deepspeed_config)
+        tag, changes = _resume_from(cfg)
+        data = build_data(cfg, dist)
+        init_distributed(dist)
+        # A checkpoint written at another world size is converted to DeepSpeed's universal format first.
+        universal = elastic.plan(Path(cfg.train.output_dir), tag, dist.world_size, dist.rank) if tag else None
+        _seed_all(cfg.train.seed)
+        model = _build_model(cfg, data.tokenizer)
+        engine, ds = build_engine(cfg, model, ds, extra=elastic.deepspeed_overrides(universal))
+        # Different ranks must draw different dropout masks / ALUM noise; the model init above was shared.
+        _seed_all(cfg.train.seed + 1000 * dist.rank + 1)
+        trainer = cls(cfg, dist, data, model, engine)
+        checkpoint.remove_unfinished(trainer.run_dir, dist.rank)
+        client = trainer._restore(tag, changes, universal, trust_checkpoint) if tag is not None else {}
+        trainer._record_start(ds)
+        trainer._open_logs()
+        if "rng" in client:  # last thing before the first step: anything above may draw random numbers
+            checkpoint.set_rng_state(client["rng"])
+        return trainer
+
+    def _restore(self, tag: str, changes: dict, universal, trust: bool) -> dict:
+        """Load checkpoint ``tag`` into the engine and this trainer; returns DeepSpeed's client state."""
+        dist, model = self.dist, self.model
+        client = (elastic.load(self.engine, universal, dist.rank, self.cfg.train.seed) if universal
+                  else checkpoint.load(self.engine, self.run_dir, tag, dist.rank, trust=trust))
+        self.step_count, self.consumed = client["step"], client["consumed_samples"]
         model.ascent_scaler.load_state_dict(client["ascent_scaler"])
         model.alum_steps = client.get("alum_steps", 0)  # keeps the gain probes on the straight run's steps
-        resume_settings.apply_lr_schedule(engine, cfg)  # a changed LR schedule takes effect from this step
+        resume_settings.apply_lr_schedule(self.engine, self.cfg)  # a changed LR schedule takes effect from here
         if dist.rank == 0:
-            truncate_jsonl(run_dir / "metrics.jsonl", step)
-            resume_settings.record_changes(run_dir, step, changes)
+            truncate_jsonl(self.run_dir / "metrics.jsonl", self.step_count)
+            resume_settings.record_changes(self.run_dir, self.step_count, changes)
             if changes:
-                print(f"resuming {resume_tag} with changed settings: "
+                print(f"resuming {tag} with changed settings: "
                       + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
-                      + f" (recorded in {run_dir / resume_settings.HISTORY})", flush=True)
-    if dist.rank == 0:  # the record of how the run started; a resume never rewrites it
-        resume_settings.write_initial_config(run_dir, cfg)
-        if not (run_dir / "deepspeed_config.json").exists():
-            write_json(run_dir / "deepspeed_config.json", ds)
+                      + f" (recorded in {self.run_dir / resume_settings.HISTORY})", flush=True)
+        return client
 
-    total = cfg.total_steps()
-    accum_steps = engine.gradient_accumulation_steps()
-    monitor = Monitor(cfg, run_dir, dist, model, start_step=step, total_steps=total)
-    result = TrainResult(run_dir=run_dir, step=step, rank=dist.rank, model=model)
-    ids_log = _SampleIdLog(run_dir, dist.rank, step) if cfg.train.log_sample_ids else None
-    batches = data.train_batches(consumed)
-    exit_early = False
-    if resume_tag is not None and "rng" in client:
-        # Last thing before the first step: anything above may draw random numbers.
-        checkpoint.set_rng_state(client["rng"])
-    while step < total and not exit_early:
+    def _record_start(self, ds: dict) -> None:
+        """Rank 0: the record of how the run started (config, DeepSpeed JSON); a resume never rewrites it."""
+        if self.dist.rank != 0:
+            return
+        resume_settings.write_initial_config(self.run_dir, self.cfg)
+        if not (self.run_dir / "deepspeed_config.json").exists():
+            write_json(self.run_dir / "deepspeed_config.json", ds)
+
+    def _open_logs(self) -> None:
+        """The monitor, the sample-id log and the batch stream, from the (resumed) step on."""
+        cfg, step = self.cfg, self.step_count
+        self.result.step = step
+        self.monitor = Monitor(cfg, self.run_dir, self.dist, self.model, start_step=step, total_steps=self.total)
+        self.ids_log = _SampleIdLog(self.run_dir, self.dist.rank, step) if cfg.train.log_sample_ids else None
+        self.batches = self.data.train_batches(self.consumed)
+
+    @property
+    def completed(self) -> bool:
+        """Every step of the run is done."""
+        return self.step_count >= self.total
+
+    @property
+    def finished(self) -> bool:
+        """No step is left to run in this process (the run is complete, or exited at ``exit_interval``)."""
+        return self.completed or self.exited
+
+    @property
+    def eval_due(self) -> bool:
+        interval = self.cfg.train.eval_interval
+        return bool(interval and self.step_count % interval == 0)
+
+    @property
+    def save_due(self) -> bool:
+        interval = self.cfg.train.save_interval
+        return bool(interval and self.step_count % interval == 0) or self.completed or self.exited
+
+    def step(self) -> None:
+        """One optimizer step, then its statistics to the monitor."""
+        engine, cfg = self.engine, self.cfg
         t0 = time.perf_counter()
-        stats, wait = _one_step(engine, model, batches, accum_steps, ids_log, step + 1)
-        step += 1
-        consumed += cfg.train.global_batch
-        logged = monitor.step(step, stats, accum_steps, time.perf_counter() - t0, wait, engine.get_lr()[0],
-                              loss_scale(engine), engine.get_global_grad_norm())
+        stats, wait = self._micro_batches(self.step_count + 1)
+        self.step_count += 1
+        self.consumed += cfg.train.global_batch
+        logged = self.monitor.step(self.step_count, stats, time.perf_counter() - t0, wait, engine.get_lr()[0],
+                                   loss_scale(engine), engine.get_global_grad_norm())
         if logged is not None:
-            result.losses[step] = logged
-        if cfg.train.eval_interval and step % cfg.train.eval_interval == 0:
-            result.eval = evaluate(engine, data, cfg, dist)
-            monitor.eval(step, result.eval)
-        exit_early = bool(cfg.train.exit_interval and step % cfg.train.exit_interval == 0 and step < total)
-        due = cfg.train.save_interval and step % cfg.train.save_interval == 0
-        if due or step == total or exit_early:
-            state = {"step": step, "consumed_samples": consumed, "config": config_dump(cfg),
-                      "world_size": dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict(),
-                      "alum_steps": model.alum_steps}
-            result.last_tag = checkpoint.save(engine, run_dir, step, state, dist.rank, cfg.train.keep_last)
-    if step >= total and (not cfg.train.eval_interval or step % cfg.train.eval_interval):
-        result.eval = evaluate(engine, data, cfg, dist)
-        monitor.eval(step, result.eval)
-    result.step = step
-    monitor.close(step, exited=exit_early)
-    data.close()
-    if hasattr(engine, "destroy"):
-        engine.destroy()
-    return result
+            self.result.losses[self.step_count] = logged
+        exit_interval = cfg.train.exit_interval
+        self.exited = bool(exit_interval and self.step_count % exit_interval == 0 and not self.completed)
+
+    def _micro_batches(self, step: int) -> tuple[StepStats, float]:
+        """``grad_accum`` micro-batches of forward/backward/``engine.step`` (DeepSpeed steps the optimizer on
+        the last); returns their summed statistics and the seconds spent waiting for data."""
+        engine = self.engine
+        stats = StepStats.zeros(engine.device)
+        wait = 0.0
+        for _ in range(engine.gradient_accumulation_steps()):
+            tw = time.perf_counter()
+            batch = next(self.batches)
+            wait += time.perf_counter() - tw
+            ids = batch.pop("sample_id")
+            if self.ids_log is not None:
+                self.ids_log.add(step, ids)
+            tokens = float(batch["attention_mask"].sum())
+            sync_ascent_scale(engine, self.model)
+            # The objective, MLM (+NSP) + α·l_sym(f(x+δ*), f(x)): pretrain.objective.PretrainObjective.forward.
+            out = engine(**_to_device(batch, engine.device))
+            engine.backward(out.loss)
+            engine.step()
+            stats.add(out, tokens)
+        return stats, wait
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Held-out metrics of the current weights (:func:`held_out_metrics`), logged by the monitor."""
+        self.result.eval = held_out_metrics(self.engine, self.data, self.cfg, self.dist)
+        self.monitor.eval(self.step_count, self.result.eval)
+        return self.result.eval
+
+    def save(self) -> str:
+        """A checkpoint of this step: engine state plus what resuming needs to repeat the straight run."""
+        model = self.model
+        state = {"step": self.step_count, "consumed_samples": self.consumed, "config": config_dump(self.cfg),
+                 "world_size": self.dist.world_size, "ascent_scaler": model.ascent_scaler.state_dict(),
+                 "alum_steps": model.alum_steps}
+        self.result.last_tag = checkpoint.save(self.engine, self.run_dir, self.step_count, state, self.dist.rank,
+                                               self.cfg.train.keep_last)
+        return self.result.last_tag
+
+    def close(self) -> TrainResult:
+        """Flush the logs, stop the data workers, release the engine; what the run reports back."""
+        self.result.step = self.step_count
+        self.monitor.close(self.step_count, exited=self.exited)
+        self.data.close()
+        if hasattr(self.engine, "destroy"):
+            self.engine.destroy()
+        return self.result
 
 
 class _SampleIdLog:

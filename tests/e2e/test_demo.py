@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from json_values import all_finite
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["documents", "tokenizer", "corpus", "verify", "pretrain", "export", "bbc", "finetune_plain",
@@ -23,16 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 def _demo(out: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "demo", "-o", str(out), "--tiny", "--quiet"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def _finite(obj) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite(v) for v in obj)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +104,8 @@ def test_metrics_parse_with_finite_values(demo_out):
     out, _, _ = demo_out
     for run in ("finetune_plain", "finetune_alum"):
         metrics = json.loads((out / run / "metrics.json").read_text())
-        assert _finite(metrics) and 0.0 <= metrics["best"]["accuracy"] <= 1.0
+        assert all_finite(metrics) and 0.0 <= metrics["best"]["accuracy"] <= 1.0
     for run in ("attack_plain", "attack_alum"):
         results = json.loads((out / run / "attack.json").read_text())["results"]
         accs = [r["accuracy"] for r in sorted(results, key=lambda r: r["eps"])]
-        assert _finite(accs) and accs == sorted(accs, reverse=True)
+        assert all_finite(accs) and accs == sorted(accs, reverse=True)

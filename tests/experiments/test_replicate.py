@@ -5,13 +5,13 @@ README's section is what the committed results render; the statistics are a pair
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from json_values import all_finite
 
 from experiments.report import COMMITTED, END, START, readme_section, render_markdown
 from experiments.results import paired_test
@@ -32,16 +32,6 @@ def study(tmp_path_factory) -> Path:
     return out
 
 
-def _finite(obj) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite(v) for v in obj)
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the whole tiny study runs in the first test's fixture
 def test_outputs_and_schema(study):
@@ -52,7 +42,7 @@ def test_outputs_and_schema(study):
     for arm in results["pretrain"].values():
         for run in arm["runs"]:
             assert run["steps"] > 0 and run["tokens_seen"] > 0 and run["seconds"] > 0
-            assert run["curve"] and run["eval_curve"] and _finite(run["curve"])
+            assert run["curve"] and run["eval_curve"] and all_finite(run["curve"])
     # Every arm of a stage: the same number of optimizer steps and tokens.
     for stage in ("scratch", "continual"):
         arms = [a for name, a in results["pretrain"].items() if name.startswith(stage)]

@@ -13,7 +13,6 @@ from pretrain_tiny import tiny_batch, tiny_model
 from pretrain.alum import (
     VARIANTS,
     AlumConfig,
-    AlumStats,
     adversarial_loss,
     ascent_step,
     init_delta,
@@ -21,6 +20,7 @@ from pretrain.alum import (
     regularized_loss,
     sym_kl,
 )
+from pretrain.alum_stats import AlumStats
 from pretrain.model import embed, encode_from
 
 torch.set_num_threads(1)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_kit import metrics, single_process_env, tiny_config, tiny_corpus
+from engine_kit import metrics, tiny_config, tiny_corpus
 
 from pretrain.config import build_config
 from pretrain.train import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_process():
-    single_process_env()
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from engine_kit import metrics, single_process_env, tiny_config, tiny_corpus
+from engine_kit import metrics, tiny_config
 
 from data_tools.errors import UserError
 from pretrain import checkpoint
@@ -16,15 +16,7 @@ from pretrain.__main__ import export
 from pretrain.config import build_config
 from pretrain.train import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_process():
-    single_process_env()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 class _Payload:

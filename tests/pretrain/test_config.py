@@ -6,15 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_kit import CONFIGS, child_env, run_cli, tiny_config, tiny_corpus, write_config
+from engine_kit import CONFIGS, child_env, run_cli, tiny_config, write_config
 
 from data_tools.errors import UserError
 from pretrain.config import apply_overrides, build_config, deepspeed_dict, load_config
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
 
 
 def test_valid_config_resolves_derived_values(tmp_path, corpus):

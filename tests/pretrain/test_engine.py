@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from engine_kit import CONFIGS, metrics, single_process_env, tiny_config, tiny_corpus
+from engine_kit import CONFIGS, metrics, single_process_env, tiny_config
 
 from data_tools.errors import UserError
 from data_tools.tokenizer import load_tokenizer
@@ -19,14 +19,7 @@ ALL_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.json"))
 CPU_CONFIGS = [c for c in ALL_CONFIGS if "fp16" not in c]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_process(tmp_path_factory):
-    single_process_env()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def _train(tmp_path, corpus, name="run", ds="zero2_fp32.json", **sections):

@@ -16,7 +16,6 @@ from engine_kit import (
     metrics,
     run_cli,
     tiny_config,
-    tiny_corpus,
     write_config,
 )
 
@@ -25,11 +24,6 @@ from pretrain.config import build_config
 from pretrain.train import build_export_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
 
 
 def launch(launcher: str, config: Path, nproc: int = 2) -> list[str]:

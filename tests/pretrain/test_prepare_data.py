@@ -11,14 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_kit import VENV_BIN, child_env, free_port, run_cli, tiny_config, tiny_corpus, write_config
+from engine_kit import VENV_BIN, child_env, free_port, run_cli, tiny_config, write_config
 
 from pretrain.sample_index import index_path
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
 
 
 def stamp(path: Path) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_kit import metrics, single_process_env, tiny_config, tiny_corpus
+from engine_kit import metrics, tiny_config
 
 from data_tools.errors import UserError
 from pretrain import checkpoint
@@ -14,15 +14,7 @@ from pretrain.engine import lr_lambda
 from pretrain.resume_settings import compare
 from pretrain.train import run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_process():
-    single_process_env()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
+pytestmark = pytest.mark.usefixtures("single_process")
 
 
 def _cfg(tmp_path, corpus, **sections):

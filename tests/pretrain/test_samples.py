@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pretrain_tiny import build_corpus
 
+import pretrain.corpora as corpora
 import pretrain.sample_index as sample_index
 import pretrain.samples as samples
 from data_tools.errors import UserError
@@ -33,7 +34,7 @@ def _original(s):
 
 def test_index_is_cached_beside_the_corpus_and_reused(wp, tmp_path, monkeypatch):
     tok, prefix = wp
-    ds = MLMDataset(prefix, tok, max_seq_len=64, seed=5)
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=64, seed=5)
     cached = [f for f in os.listdir(os.path.dirname(prefix)) if f.endswith(".npy")]
     assert len(cached) == 1 and cached[0].startswith("corpus_wordpiece.mlm_bert_L64")
     assert not [f for f in os.listdir(os.path.dirname(prefix)) if f.endswith(".tmp")]
@@ -43,7 +44,7 @@ def test_index_is_cached_beside_the_corpus_and_reused(wp, tmp_path, monkeypatch)
 
     monkeypatch.setattr(sample_index, "write_sample_index", no_build)
     monkeypatch.setattr(sample_index, "build_sample_index", no_build)
-    again = MLMDataset(prefix, tok, max_seq_len=64, seed=5)
+    again = MLMDataset.from_prefixes(prefix, tok, max_seq_len=64, seed=5)
     assert len(again) == len(ds)
     for i in (0, 7, len(ds) - 1):  # deterministic random access, any order, any instance
         for k in ds.get(i, 2):
@@ -60,14 +61,14 @@ def test_a_rebuilt_corpus_invalidates_the_cache(tmp_path, wp):
                 if i % 3 == 2:
                     w.end_document()
             w.end_document()
-        ds = MLMDataset(prefix, tok, max_seq_len=32, style="roberta")
+        ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=32, style="roberta")
         total = sum(int(ds.get(i)["attention_mask"].sum()) - 2 for i in range(len(ds)))
         assert total >= IndexedCorpus(prefix).num_tokens  # every token is in a sample (+ doc separators)
 
 
 def test_bert_samples_are_sentence_runs_split_into_two_segments(wp):
     tok, prefix = wp
-    ds = MLMDataset(prefix, tok, max_seq_len=128, seed=1)
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=128, seed=1)
     corpus = ds.corpora[0]
     two_segments = 0
     for i in range(len(ds)):
@@ -91,7 +92,7 @@ def test_bert_samples_are_sentence_runs_split_into_two_segments(wp):
 
 def test_nsp_labels_half_random_and_true_pairs_follow(wp):
     tok, prefix = wp
-    ds = MLMDataset(prefix, tok, max_seq_len=128, seed=1, nsp=True)
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=128, seed=1, nsp=True)
     labels = np.array([int(ds.get(i)["nsp_labels"]) for i in range(len(ds))])
     # 1/2 of the multi-sentence runs, plus every single-sentence run (BERT: B must then come from elsewhere)
     single = np.array([ds.locate(i)[1][1] - ds.locate(i)[1][0] == 1 for i in range(len(ds))])
@@ -104,7 +105,7 @@ def test_nsp_labels_half_random_and_true_pairs_follow(wp):
 
 def test_dynamic_masking_changes_per_epoch_but_not_the_text(wp):
     tok, prefix = wp
-    ds = MLMDataset(prefix, tok, max_seq_len=64, seed=1, masking=MaskingConfig(whole_word=True))
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=64, seed=1, masking=MaskingConfig(whole_word=True))
     a, b = ds.get(3, epoch=0), ds.get(3, epoch=1)
     in_worker = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
     assert np.array_equal(in_worker.get(3, epoch=1)["input_ids"], b["input_ids"])
@@ -115,7 +116,7 @@ def test_dynamic_masking_changes_per_epoch_but_not_the_text(wp):
 
 def test_roberta_packs_full_sentences_across_documents(tmp_path_factory):
     tok, prefix = build_corpus(tmp_path_factory.mktemp("sp"), "sentencepiece", limit=40)
-    ds = MLMDataset(prefix, tok, max_seq_len=256, style="roberta")
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=256, style="roberta")
     corpus = ds.corpora[0]
     seen = []
     crossed = 0
@@ -141,13 +142,13 @@ def test_tokenizer_mismatch_is_refused(wp, tmp_path_factory):
     _, prefix = wp
     other, _ = build_corpus(tmp_path_factory.mktemp("other"), "sentencepiece", limit=30)
     with pytest.raises(UserError, match="another tokenizer"):
-        MLMDataset(prefix, other)
+        MLMDataset.from_prefixes(prefix, other)
 
 
 def test_blend_follows_weights_and_feeds_the_model(wp, tmp_path_factory):
     tok, prefix = wp
-    a = MLMDataset(prefix, tok, max_seq_len=32, seed=1)
-    b = MLMDataset(prefix, tok, max_seq_len=32, seed=2, cache_dir=tmp_path_factory.mktemp("cache"))
+    a = MLMDataset.from_prefixes(prefix, tok, max_seq_len=32, seed=1)
+    b = MLMDataset.from_prefixes(prefix, tok, max_seq_len=32, seed=2, cache_dir=tmp_path_factory.mktemp("cache"))
     blend = BlendedDataset([a, b], [3, 1], size=400, seed=0)
     share = (blend.choice == 0).mean()
     assert share == pytest.approx(0.75, abs=1e-9)
@@ -166,7 +167,7 @@ def test_blend_follows_weights_and_feeds_the_model(wp, tmp_path_factory):
 
 def test_workers_get_the_index_as_a_mapped_file_not_its_rows(wp):
     tok, prefix = wp
-    ds = MLMDataset(prefix, tok, max_seq_len=64, seed=5)
+    ds = MLMDataset.from_prefixes(prefix, tok, max_seq_len=64, seed=5)
     assert isinstance(ds.indices[0], np.memmap)
     blob = pickle.dumps(ds)
     assert len(blob) < ds.indices[0].nbytes  # the rows did not travel
@@ -178,8 +179,8 @@ def test_workers_get_the_index_as_a_mapped_file_not_its_rows(wp):
 
 def test_blend_map_is_cached_once_and_mapped(wp, tmp_path, capfd):
     tok, prefix = wp
-    a = MLMDataset(prefix, tok, max_seq_len=32, seed=1)
-    b = MLMDataset(prefix, tok, max_seq_len=48, seed=1)
+    a = MLMDataset.from_prefixes(prefix, tok, max_seq_len=32, seed=1)
+    b = MLMDataset.from_prefixes(prefix, tok, max_seq_len=48, seed=1)
     blend = BlendedDataset([a, b], [2, 1], size=300, seed=4, cache_dir=tmp_path)
     assert "building the blend map" in capfd.readouterr().err
     (file,) = tmp_path.glob("blend_*.npy")
@@ -200,16 +201,16 @@ def test_a_prefix_may_be_shards_a_directory_or_a_glob(tmp_path, wp):
                 w.add_sequence(np.arange(5, 25 + i))
                 w.end_document()
     shards = [str(tmp_path / "c" / "wiki_00000"), str(tmp_path / "c" / "wiki_00001")]
-    assert samples.expand_prefix(tmp_path / "c" / "wiki") == shards
-    assert samples.expand_prefix(str(tmp_path / "c" / "wiki_*")) == shards
-    assert samples.expand_prefix(tmp_path / "c") == sorted([*shards, str(tmp_path / "c" / "other")])
-    ds = MLMDataset(str(tmp_path / "c"), tok, max_seq_len=32)
+    assert corpora.expand_prefix(tmp_path / "c" / "wiki") == shards
+    assert corpora.expand_prefix(str(tmp_path / "c" / "wiki_*")) == shards
+    assert corpora.expand_prefix(tmp_path / "c") == sorted([*shards, str(tmp_path / "c" / "other")])
+    ds = MLMDataset.from_prefixes(str(tmp_path / "c"), tok, max_seq_len=32)
     assert len(ds.corpora) == 3
     with pytest.raises(UserError, match="no corpus"):
-        samples.expand_prefix(str(tmp_path / "c" / "nothing_*"))
+        corpora.expand_prefix(str(tmp_path / "c" / "nothing_*"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no corpus"):
-        samples.expand_prefix(tmp_path / "empty")
+        corpora.expand_prefix(tmp_path / "empty")
 
 
 @settings(max_examples=40, deadline=None)
