@@ -166,67 +166,38 @@ def hf_peer_step(args: argparse.Namespace) -> dict:
     return {"tokens_per_sec": tps, "mfu": tps * flops_tok / peak, "final_loss": float(loss), "adv_loss": None}
 
 
-def check(args: argparse.Namespace) -> int:
-    import torch
+def _arm_row(rows: list[dict], wall_s: float) -> dict:
+    """One run's figures: steady-state throughput and MFU, the last row's losses and ALUM diagnostics."""
+    last = rows[-1]
+    return {
+        "tokens_per_sec": steady(rows, "tokens_per_sec"), "mfu": steady(rows, "mfu"),
+        "final_loss": last["loss"], "final_mlm_loss": last["mlm_loss"], "adv_loss": last.get("adv_loss"),
+        "ascent_overflows": last.get("ascent_overflows"), "loss_scale": last.get("loss_scale"),
+        "ascent_gain": next((r["ascent_gain"] for r in reversed(rows) if r.get("ascent_gain")), None),
+        "delta_ratio": last.get("delta_ratio"), "adv_share": last.get("adv_share"),
+        "data_wait_frac": steady(rows, "data_wait_frac"), "wall_s": wall_s,
+    }
 
-    if not torch.cuda.is_available() and not args.cpu:
-        raise UserError("gpu_check: no CUDA device (torch.cuda.is_available() is False); --cpu --tiny runs the "
-                        "pipeline on CPU")
-    precisions = ["bf16"] if args.cpu else args.precisions
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
-    work.mkdir(parents=True, exist_ok=True)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"gpu_check: device {device}, torch {torch.__version__}, work dir {work}", flush=True)
-    vocab = 512 if args.tiny else BERT_VOCAB
-    tokens = args.steps * args.micro_batch * args.seq * 2
-    tok_dir, prefix = make_data(work, vocab, tokens)
 
-    results: dict = {"device": device, "torch": torch.__version__, "steps": args.steps, "seq": args.seq,
-                     "micro_batch": args.micro_batch, "runs": {}, "checks": {}}
-    alum_on = ["--alum.enabled", "true"]
-    alum_off = ["--alum.enabled", "false"]
-    for prec in precisions:
-        ds = ds_json(work, prec)
-        for arm, extra in (("plain", alum_off), ("alum", alum_on)):
-            name = f"{prec}_{arm}"
-            print(f"gpu_check: running {name} ({args.steps} steps) ...", flush=True)
-            out = train(work, name, run_config(work, name, tok_dir, prefix, ds, args), extra)
-            rows = out["rows"]
-            last = rows[-1]
-            results["runs"][name] = {
-                "tokens_per_sec": steady(rows, "tokens_per_sec"), "mfu": steady(rows, "mfu"),
-                "final_loss": last["loss"], "final_mlm_loss": last["mlm_loss"], "adv_loss": last.get("adv_loss"),
-                "ascent_overflows": last.get("ascent_overflows"), "loss_scale": last.get("loss_scale"),
-                "ascent_gain": next((r["ascent_gain"] for r in reversed(rows) if r.get("ascent_gain")), None),
-                "delta_ratio": last.get("delta_ratio"), "adv_share": last.get("adv_share"),
-                "data_wait_frac": steady(rows, "data_wait_frac"), "wall_s": out["wall_s"],
-            }
-        p, a = results["runs"][f"{prec}_plain"], results["runs"][f"{prec}_alum"]
-        results[f"alum_over_plain_{prec}"] = p["tokens_per_sec"] / a["tokens_per_sec"]
+def _fp16_stress(work: Path, tok_dir: Path, prefix: str, args: argparse.Namespace, results: dict) -> None:
+    """ALUM in fp16 with the loss scale starting at 2^32: the scaler must back off and the weights stay finite."""
+    name = "fp16_alum_stress"
+    print(f"gpu_check: running {name} (fp16 loss scale starts at 2^32) ...", flush=True)
+    ds = ds_json(work, "fp16", initial_scale_power=32)
+    out = train(work, name, run_config(work, name, tok_dir, prefix, ds, args), ["--alum.enabled", "true"])
+    rows = out["rows"]
+    finite, n = final_weights_finite(out["run_dir"])
+    scales = [r["loss_scale"] for r in rows]
+    results["runs"][name] = {"loss_scales": scales, "ascent_overflows": rows[-1].get("ascent_overflows"),
+                             "final_loss": rows[-1]["loss"], "weights_finite": finite, "weight_tensors": n}
+    results["checks"]["fp16_scale_backed_off"] = scales[0] < 2.0**32
+    results["checks"]["fp16_weights_finite"] = finite
+    results["checks"]["fp16_loss_finite"] = bool(np.isfinite(rows[-1]["loss"]))
+    results["checks"]["fp16_adv_loss_finite"] = all(np.isfinite(r["adv_loss"]) for r in rows)
 
-    if "fp16" in precisions:
-        name = "fp16_alum_stress"
-        print(f"gpu_check: running {name} (fp16 loss scale starts at 2^32) ...", flush=True)
-        ds = ds_json(work, "fp16", initial_scale_power=32)
-        out = train(work, name, run_config(work, name, tok_dir, prefix, ds, args), alum_on)
-        rows = out["rows"]
-        finite, n = final_weights_finite(out["run_dir"])
-        scales = [r["loss_scale"] for r in rows]
-        stress = {"loss_scales": scales, "ascent_overflows": rows[-1].get("ascent_overflows"),
-                  "final_loss": rows[-1]["loss"], "weights_finite": finite, "weight_tensors": n}
-        results["runs"][name] = stress
-        results["checks"]["fp16_scale_backed_off"] = scales[0] < 2.0**32
-        results["checks"]["fp16_weights_finite"] = finite
-        results["checks"]["fp16_loss_finite"] = bool(np.isfinite(rows[-1]["loss"]))
-        results["checks"]["fp16_adv_loss_finite"] = all(np.isfinite(r["adv_loss"]) for r in rows)
-    for name, run in results["runs"].items():
-        if "final_loss" in run and not name.endswith("stress"):
-            results["checks"][f"{name}_loss_finite"] = bool(np.isfinite(run["final_loss"]))
 
-    (work / "gpu_check.json").write_text(json.dumps(results, indent=2))
-    if not args.tiny and torch.cuda.is_available():
-        print("gpu_check: peer: Hugging Face BertForMaskedLM, plain PyTorch step ...", flush=True)
-        results["runs"]["hf_torch_bf16"] = hf_peer_step(args)
+def _print_report(results: dict, precisions: list[str]) -> bool:
+    """The table, the checks and the final ``key=value`` line; returns whether every check passed."""
     print("\nrun                 tokens/s      MFU   final loss  adv loss  ascent gain  overflows  loss scale  data wait")
     for name, r in results["runs"].items():
         if "tokens_per_sec" not in r:
@@ -255,7 +226,47 @@ def check(args: argparse.Namespace) -> int:
     if "fp16_alum_stress" in results["runs"]:
         kv["fp16_stress_ascent_overflows"] = results["runs"]["fp16_alum_stress"]["ascent_overflows"]
     print(" ".join(f"{k}={v}" for k, v in kv.items()), flush=True)
-    return 1 if failed else 0
+    return not failed
+
+
+def check(args: argparse.Namespace) -> int:
+    import torch
+
+    if not torch.cuda.is_available() and not args.cpu:
+        raise UserError("gpu_check: no CUDA device (torch.cuda.is_available() is False); --cpu --tiny runs the "
+                        "pipeline on CPU")
+    precisions = ["bf16"] if args.cpu else args.precisions
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
+    work.mkdir(parents=True, exist_ok=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"gpu_check: device {device}, torch {torch.__version__}, work dir {work}", flush=True)
+    vocab = 512 if args.tiny else BERT_VOCAB
+    tokens = args.steps * args.micro_batch * args.seq * 2
+    tok_dir, prefix = make_data(work, vocab, tokens)
+
+    results: dict = {"device": device, "torch": torch.__version__, "steps": args.steps, "seq": args.seq,
+                     "micro_batch": args.micro_batch, "runs": {}, "checks": {}}
+    for prec in precisions:
+        ds = ds_json(work, prec)
+        for arm in ("plain", "alum"):
+            name = f"{prec}_{arm}"
+            print(f"gpu_check: running {name} ({args.steps} steps) ...", flush=True)
+            out = train(work, name, run_config(work, name, tok_dir, prefix, ds, args),
+                        ["--alum.enabled", "true" if arm == "alum" else "false"])
+            results["runs"][name] = _arm_row(out["rows"], out["wall_s"])
+        p, a = results["runs"][f"{prec}_plain"], results["runs"][f"{prec}_alum"]
+        results[f"alum_over_plain_{prec}"] = p["tokens_per_sec"] / a["tokens_per_sec"]
+    if "fp16" in precisions:
+        _fp16_stress(work, tok_dir, prefix, args, results)
+    for name, run in results["runs"].items():
+        if "final_loss" in run and not name.endswith("stress"):
+            results["checks"][f"{name}_loss_finite"] = bool(np.isfinite(run["final_loss"]))
+
+    (work / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    if not args.tiny and torch.cuda.is_available():
+        print("gpu_check: peer: Hugging Face BertForMaskedLM, plain PyTorch step ...", flush=True)
+        results["runs"]["hf_torch_bf16"] = hf_peer_step(args)
+    return 0 if _print_report(results, precisions) else 1
 
 
 def main(argv: list[str] | None = None) -> None:
