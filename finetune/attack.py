@@ -181,7 +181,7 @@ def run_attack(opts: AttackOptions) -> dict:
         from finetune.classify import encode_examples
         from finetune.data import read_examples, resolve_layout
 
-        model, tok = _load_classifier(str(opts.model))
+        model, tok = load_classifier(str(opts.model))
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         layout = resolve_layout(opts.task, opts.text_a, opts.text_b, opts.label_column, labels=labels)
         ex = read_examples(opts.data, layout, labels)
@@ -197,7 +197,7 @@ def run_attack(opts: AttackOptions) -> dict:
     return out
 
 
-def _load_classifier(model_dir: str):
+def load_classifier(model_dir: str):
     from finetune.modeling import read_model_config
 
     cfg_path = Path(model_dir) / "config.json"

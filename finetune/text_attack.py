@@ -48,12 +48,6 @@ class _Wrapper:
         self.queries += len(texts)
         return torch.cat(out).numpy()
 
-    def get_grad(self, text_input):  # TextAttack's abstract method; only gradient-based recipes call it
-        raise NotImplementedError("gradient-based TextAttack recipes are not supported")
-
-    def _tokenize(self, inputs):  # likewise (the "gradient" word-importance method only)
-        raise NotImplementedError
-
 
 def visible_prefix(tokenizer, text: str, max_seq_len: int) -> str:
     """``text`` cut after the last whole word that fits in ``max_seq_len`` tokens (specials included)."""
@@ -92,7 +86,7 @@ def run_text_attack(model_dir: str, data: str, recipe: str = "deepwordbug", exam
         ``{"metric": "accuracy", "recipe", "stopwords", "results": [summary], "adversarial": [...]}``; the
         summary as in the module docstring, ``adversarial`` the successful attacks' original and edited texts.
     """
-    from finetune.attack import _load_classifier
+    from finetune.attack import load_classifier
     from finetune.data import read_examples, resolve_layout
     from finetune.textattack_env import import_textattack, stopword_source
 
@@ -105,7 +99,7 @@ def run_text_attack(model_dir: str, data: str, recipe: str = "deepwordbug", exam
 
     if threads:
         torch.set_num_threads(threads)
-    model, tok = _load_classifier(model_dir)
+    model, tok = load_classifier(model_dir)
     model.eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     layout = resolve_layout(task, text_a, text_b, label_column, labels=labels)

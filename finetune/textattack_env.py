@@ -10,8 +10,8 @@ things are still missing at import time, and this module supplies them:
   installed, is used instead.
 - NLTK's English stopword corpus: ``textattack.augmentation.recipes`` builds ``StopwordModification()`` at
   import time and DeepWordBug uses it. It is NLTK data (downloaded, not on PyPI). When NLTK does not find it,
-  the English list of the ``stopwords`` package (PyPI ``stopwords==1.0.2``, ISC licence, 174 words: the
-  classic ranks.nl list that NLTK's own 179-word list grew from) is written in NLTK's corpus layout under a
+  the English list of the ``stopwords`` package (PyPI ``stopwords==1.0.2``, ISC licence, 174 words; a
+  different list from NLTK's own) is written in NLTK's corpus layout under a
   cache folder and put on NLTK's search path. ``stopword_source()`` says which list was used; reports name it.
 """
 

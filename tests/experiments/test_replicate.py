@@ -145,3 +145,26 @@ def test_one_seed_is_never_a_finding():
     results["comparisons"] = comparisons(results)
     text = render_markdown(results)
     assert "none is a finding" in text and "**yes**" not in text
+
+
+def test_a_comparison_against_an_arm_at_the_majority_class_gets_no_verdict():
+    from experiments.report import comparison_table
+    from experiments.results import at_majority, comparisons
+
+    results = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    task = "bbc"
+    arm = "scratch/plain|plain"
+    # Make one arm predict like the majority class: every comparison with it loses its verdict, even a "beyond
+    # seed noise" one, and the other comparisons keep theirs.
+    majority = results["data"]["tasks"][task]["dev_majority_accuracy"]
+    for run in results["finetune"][task][arm]["runs"]:
+        run["clean"] = majority
+    assert at_majority(results, task, arm)
+    results["comparisons"] = comparisons(results)
+    flat = [c for c in results["comparisons"] if c["at_majority"]]
+    mine = [c for c in flat if c["group"] == task]
+    assert mine and all(c["metric"] != "clean" for c in mine)  # clean accuracy is still compared
+    assert any(c["exceeds_noise"] for c in mine)  # the p-value alone would have called these findings
+    table = comparison_table(results)
+    assert table.count("no verdict: an arm is at the majority class") == len(flat)
+    assert not any(c["at_majority"] for c in results["comparisons"] if c["group"] == "pretrain")
