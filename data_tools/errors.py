@@ -8,7 +8,8 @@ any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,20 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split("\n")))
+
+
+@contextmanager
+def reading(path: object, what: str, expected: str) -> Iterator[None]:
+    """Opening and reading ``path`` inside this block: a missing file, a directory or an unreadable file
+    becomes one ``UserError`` line naming ``path`` (``what``: "index file", ``expected``: "a file")."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected {expected}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def run_cli(main: Callable[[], T]) -> T:

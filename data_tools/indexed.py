@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from data_tools.atomic import atomic_path, check_output_file, ensure_parent, write_error, write_json
-from data_tools.errors import UserError
+from data_tools.errors import UserError, reading
 from data_tools.jsonfile import parse_json
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -281,16 +281,10 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         UserError: naming the file and what was expected.
     """
     path = Path(path)
-    try:
+    with reading(path, "index file", "an MMIDIDX .idx file"):
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(HEADER_SIZE)
-    except FileNotFoundError:
-        raise UserError(f"{path}: index file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected an MMIDIDX .idx file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     if head[:9] != MAGIC[: len(head[:9])]:
         raise UserError(f"{path}: not a Megatron MMIDIDX index (bad magic {head[:9]!r}, expected {MAGIC!r})")
     if len(head) < HEADER_SIZE:

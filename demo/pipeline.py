@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from data_tools.atomic import write_json
@@ -79,52 +80,49 @@ def _deepspeed() -> str:
     return str(Path(sys.executable).parent / "deepspeed")
 
 
+def _pretrain_cmd(out: Path, size: DemoSize, work: Path) -> list[str]:
+    """ALUM pre-training (α = 10) under the DeepSpeed launcher, 2 processes; writes its config beside the stages."""
+    config = {
+        # Full-sentence packing (every sample is seq_len tokens): the recipe's samples (see Recipe).
+        "data": {"prefixes": [str(out / "corpus" / "wiki")], "tokenizer": str(out / "tokenizer"),
+                 "style": "roberta", "max_seq_len": size.seq_len, "eval_samples": 256},
+        "model": {"arch": "bert", "hidden_size": size.hidden, "num_layers": size.layers,
+                  "num_heads": size.heads, "max_position_embeddings": size.seq_len,
+                  "dropout": RECIPE.dropout},
+        "alum": {"enabled": True, "alpha": 10.0},
+        "optim": {"name": "adamw", "lr": RECIPE.lr, "warmup_ratio": RECIPE.warmup_ratio},
+        "train": {"output_dir": str(work), "deepspeed_config": str(ROOT / "deepspeed_configs" / "cpu.json"),
+                  "micro_batch": size.micro_batch, "global_batch": size.micro_batch * 2,
+                  "train_steps": size.pretrain_steps, "log_interval": 10,
+                  "eval_interval": max(size.pretrain_steps // 6, 1), "eval_batches": 8,
+                  "save_interval": max(size.pretrain_steps // 3, 1), "keep_last": 2},
+    }
+    write_json(out / "pretrain.json", config)
+    return [_deepspeed(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module",
+            "pretrain", "train", "--config", str(out / "pretrain.json")]
+
+
+def _finetune_cmd(out: Path, size: DemoSize, alum: bool, work: Path) -> list[str]:
+    bbc = out / "bbc"
+    argv = _py("-m", "finetune", "classify", "--model", str(out / "export"), "--train", str(bbc / "train.tsv"),
+               "--dev", str(bbc / "dev.tsv"), "-o", str(work), "--epochs", str(size.finetune_epochs),
+               "--lr", "1e-3", "--batch-size", "16", "--max-seq-len", str(size.seq_len),
+               # one thread: two intra-op threads on two busy cores ran ~10x slower here
+               "--threads", "1", "--seed", "1")
+    return argv + (["--alum"] if alum else [])
+
+
+def _attack_cmd(out: Path, size: DemoSize, run: str, work: Path) -> list[str]:
+    return _py("-m", "finetune", "attack", "--model", str(out / run / "best"), "--data",
+               str(out / "bbc" / "dev.tsv"), "--eps", *map(str, size.attack_eps), "--steps", "3",
+               "-o", str(work / "attack.json"), "--max-seq-len", str(size.seq_len), "--threads", "1")
+
+
 def stages(out: Path, size: DemoSize, workers: int = 2) -> list[Stage]:
     """The demo's stages in order; each command reads only finished outputs of earlier stages."""
     docs = out / "documents" / "wiki.jsonl"
     tok = out / "tokenizer"
-    corpus = out / "corpus" / "wiki"
-    run_dir = out / "pretrain"
-    export = out / "export"
-    bbc = out / "bbc"
-
-    def pretrain_cmd(work: Path) -> list[str]:
-        config = {
-            # Full-sentence packing (every sample is seq_len tokens): the recipe's samples (see Recipe).
-            "data": {"prefixes": [str(corpus)], "tokenizer": str(tok), "style": "roberta",
-                     "max_seq_len": size.seq_len, "eval_samples": 256},
-            "model": {"arch": "bert", "hidden_size": size.hidden, "num_layers": size.layers,
-                      "num_heads": size.heads, "max_position_embeddings": size.seq_len,
-                      "dropout": RECIPE.dropout},
-            "alum": {"enabled": True, "alpha": 10.0},
-            "optim": {"name": "adamw", "lr": RECIPE.lr, "warmup_ratio": RECIPE.warmup_ratio},
-            "train": {"output_dir": str(work), "deepspeed_config": str(ROOT / "deepspeed_configs" / "cpu.json"),
-                      "micro_batch": size.micro_batch, "global_batch": size.micro_batch * 2,
-                      "train_steps": size.pretrain_steps, "log_interval": 10,
-                      "eval_interval": max(size.pretrain_steps // 6, 1), "eval_batches": 8,
-                      "save_interval": max(size.pretrain_steps // 3, 1), "keep_last": 2},
-        }
-        write_json(out / "pretrain.json", config)
-        return [_deepspeed(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module",
-                "pretrain", "train", "--config", str(out / "pretrain.json")]
-
-    def finetune_cmd(alum: bool):
-        def cmd(work: Path) -> list[str]:
-            argv = _py("-m", "finetune", "classify", "--model", str(export), "--train", str(bbc / "train.tsv"),
-                       "--dev", str(bbc / "dev.tsv"), "-o", str(work), "--epochs", str(size.finetune_epochs),
-                       "--lr", "1e-3", "--batch-size", "16", "--max-seq-len", str(size.seq_len),
-                       # one thread: two intra-op threads on two busy cores ran ~10x slower here
-                       "--threads", "1", "--seed", "1")
-            return argv + (["--alum"] if alum else [])
-        return cmd
-
-    def attack_cmd(run: str):
-        def cmd(work: Path) -> list[str]:
-            return _py("-m", "finetune", "attack", "--model", str(out / run / "best"), "--data",
-                       str(bbc / "dev.tsv"), "--eps", *map(str, size.attack_eps), "--steps", "3",
-                       "-o", str(work / "attack.json"), "--max-seq-len", str(size.seq_len), "--threads", "1")
-        return cmd
-
+    bbc_limit = [] if size.finetune_train_limit is None else ["--limit", str(size.finetune_train_limit)]
     return [
         Stage("documents", "extract the embedded Wikipedia dump", lambda w: _py(
             "-m", "data_tools", "extract-wiki", str(wiki_dump_path()), "-o", str(w / "wiki.jsonl"),
@@ -136,15 +134,17 @@ def stages(out: Path, size: DemoSize, workers: int = 2) -> list[Stage]:
             "-m", "data_tools", "build", str(docs), "--tokenizer", str(tok), "-o", str(w / "wiki"),
             "--workers", str(workers), "--shards", "2")),
         Stage("verify", "verify the corpus", lambda w: _py(
-            "-m", "data_tools", "verify", str(corpus))),
-        Stage("pretrain", "ALUM pre-training (2 processes, DeepSpeed launcher)", pretrain_cmd, in_place=True),
+            "-m", "data_tools", "verify", str(out / "corpus" / "wiki"))),
+        Stage("pretrain", "ALUM pre-training (2 processes, DeepSpeed launcher)",
+              partial(_pretrain_cmd, out, size), in_place=True),
         Stage("export", "export to a Hugging Face directory", lambda w: _py(
-            "-m", "pretrain", "export", str(run_dir), "-o", str(w))),
+            "-m", "pretrain", "export", str(out / "pretrain"), "-o", str(w))),
         Stage("bbc", "import BBC News (train/dev split)", lambda w: _py(
-            "-m", "finetune", "import-bbc", "-o", str(w))
-            + ([] if size.finetune_train_limit is None else ["--limit", str(size.finetune_train_limit)])),
-        Stage("finetune_plain", "fine-tune on BBC News (plain)", finetune_cmd(alum=False)),
-        Stage("finetune_alum", "fine-tune on BBC News (ALUM, alpha=1)", finetune_cmd(alum=True)),
-        Stage("attack_plain", "attack the plain model (embedding PGD)", attack_cmd("finetune_plain")),
-        Stage("attack_alum", "attack the ALUM model (embedding PGD)", attack_cmd("finetune_alum")),
+            "-m", "finetune", "import-bbc", "-o", str(w)) + bbc_limit),
+        Stage("finetune_plain", "fine-tune on BBC News (plain)", partial(_finetune_cmd, out, size, False)),
+        Stage("finetune_alum", "fine-tune on BBC News (ALUM, alpha=1)", partial(_finetune_cmd, out, size, True)),
+        Stage("attack_plain", "attack the plain model (embedding PGD)",
+              partial(_attack_cmd, out, size, "finetune_plain")),
+        Stage("attack_alum", "attack the ALUM model (embedding PGD)",
+              partial(_attack_cmd, out, size, "finetune_alum")),
     ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from data_tools.errors import UserError
+from data_tools.errors import UserError, reading
 
 
 @dataclass(frozen=True)
@@ -104,15 +104,9 @@ COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 def open_binary(path: Path) -> IO[bytes]:
     """Open ``path`` for reading bytes, decompressing ``.gz``/``.bz2``/``.xz`` transparently."""
-    try:
+    with reading(path, "input file", "a file"):
         opener = COMPRESSED.get(path.suffix.lower())
         return opener(path, "rb") if opener else open(path, "rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: input file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from process_kit import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,16 +173,8 @@ def test_line_cap_in_jsonl_and_text(tmp_path, name):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 64 KiB tmpfs (root only); unmounted afterwards."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    try:
+    with small_tmpfs(tmp_path, "64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(full_disk, tmp_path, wiki_dump, wiki_extract, wordpiece_dir):

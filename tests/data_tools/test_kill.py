@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from process_kit import sigkill_when
 
 from data_tools.build import build
 from data_tools.errors import UserError
@@ -34,19 +33,12 @@ def test_sigkill_mid_build_then_rerun(tmp_path, big_docs, wordpiece_dir):
          str(out), "--shards", "2", "--workers", "2", "-q"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 60
-    try:
-        # Wait until tokens are being written to the temporary shards, then kill the whole process group.
-        while time.time() < deadline:
-            temps = list(out.parent.glob(".wiki_0000*.bin.*.tmp")) if out.parent.exists() else []
-            if any(t.stat().st_size > 1 << 16 for t in temps if t.exists()):
-                break
-            assert proc.poll() is None, f"build ended before it could be killed: {proc.stderr.read()}"
-            time.sleep(0.02)
-        assert proc.poll() is None, "build finished before the kill: make the input larger"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    def writing_tokens() -> bool:  # tokens are being written to the temporary shards
+        temps = list(out.parent.glob(".wiki_0000*.bin.*.tmp")) if out.parent.exists() else []
+        return any(t.stat().st_size > 1 << 16 for t in temps if t.exists())
+
+    sigkill_when(proc, writing_tokens, timeout=60)
     assert not list(out.parent.glob("*.idx"))
     with pytest.raises(UserError):
         verify(out)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import bz2
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from process_kit import sigkill_when
 
 from data_tools.build import build
 from data_tools.build_tasks import build_tasks, marker_path
@@ -148,15 +147,7 @@ def test_kill9_mid_task_build_then_rerun(tmp_path, big_docs, wordpiece_dir):
            str(out), "--tasks", str(n), "--workers", "1", "-q"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     markers = out.parent / "wiki.tasks"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and len(list(markers.glob("*.done")) if markers.exists() else []) < 2:
-            assert proc.poll() is None, f"build ended before it could be killed: {proc.stderr.read()}"
-            time.sleep(0.01)
-        assert proc.poll() is None, "build finished before the kill: make the input larger"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    sigkill_when(proc, lambda: markers.exists() and len(list(markers.glob("*.done"))) >= 2, timeout=120, poll=0.01)
     done = sorted(markers.glob("*.done"))
     assert 2 <= len(done) < n
     stamps = {m.name: (m.stat().st_mtime_ns, Path(f"{out}_{m.name[:5]}.idx").stat().st_mtime_ns) for m in done}

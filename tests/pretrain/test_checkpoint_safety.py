@@ -4,11 +4,11 @@ a damaged checkpoint falls back to the previous complete one (resume) or is name
 from __future__ import annotations
 
 import builtins
-import os
 
 import pytest
 import torch
 from engine_kit import metrics, tiny_config
+from process_kit import small_tmpfs
 
 from data_tools.errors import UserError
 from pretrain import checkpoint
@@ -88,20 +88,9 @@ def test_damaged_latest_falls_back_to_previous_checkpoint(tmp_path, corpus):
 
 @pytest.mark.slow
 def test_disk_full_during_checkpoint_save_is_one_line(tmp_path, corpus):
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    try:
+    with small_tmpfs(tmp_path, "256k") as mnt:
         cfg = build_config(tiny_config(tmp_path, corpus, train={"train_steps": 2, "save_interval": 1,
                                                                  "output_dir": str(mnt / "run")}))
         with pytest.raises(UserError, match=rf"no space left on {mnt} while writing checkpoint .*step_1"):
             run(cfg)
         assert checkpoint.read_latest(mnt / "run") is None
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
