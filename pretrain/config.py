@@ -328,8 +328,33 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 # ------------------------------------------------------------------------------- DeepSpeed JSON checks
 
-# Keys the run config owns; the DeepSpeed JSON may repeat them only with the same value (or "auto").
-_OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+def checked_deepspeed_json(path: str | Path, owned: dict[str, tuple[Any, str]],
+                           sections: dict[str, str]) -> dict[str, Any]:
+    """A DeepSpeed JSON with the keys a run owns filled in: pre-training and fine-tuning read it through here.
+
+    Args:
+        path: The DeepSpeed JSON (duplicate keys refused by ``load_json``).
+        owned: ``{key: (value, owner)}``: keys the run sets; the file may repeat one only as ``"auto"`` or the
+            same value (``owner``, the config key or flag that sets it, is named in the error).
+        sections: ``{key: owner}``: sections the file may not have at all (the run builds its optimizer and
+            schedule).
+    Returns:
+        The dict, owned keys filled in; a one-line UserError naming the file and key otherwise.
+    """
+    ds = load_json(path)
+    for key, (want, owner) in owned.items():
+        if key in ds and ds[key] != "auto" and ds[key] != want:
+            raise UserError(
+                f"{path}: {key}={ds[key]!r} contradicts the run config ({owner} gives {want!r}); "
+                f"remove it or set it to \"auto\""
+            )
+        ds[key] = want
+    for key, owner in sections.items():
+        if key in ds:
+            raise UserError(f"{path}: {key!r} section not allowed; the run sets it ({owner})")
+    if ds.get("fp16", {}).get("enabled") and ds.get("bf16", {}).get("enabled"):
+        raise UserError(f"{path}: fp16.enabled and bf16.enabled are both true; expected at most one")
+    return ds
 
 
 def deepspeed_dict(cfg: RunConfig, world_size: int) -> dict[str, Any]:
@@ -343,26 +368,12 @@ def deepspeed_dict(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         key) where the two disagree, e.g. a ``train_batch_size`` other than ``train.global_batch``.
     """
     path = cfg.train.deepspeed_config
-    ds = load_json(path)
-    expected = {
+    ds = checked_deepspeed_json(path, {
         "train_batch_size": (cfg.train.global_batch, "train.global_batch"),
         "train_micro_batch_size_per_gpu": (cfg.train.micro_batch, "train.micro_batch"),
         "gradient_accumulation_steps": (cfg.grad_accum(world_size), "train.global_batch / (micro_batch × world)"),
         "gradient_clipping": (cfg.optim.clip_grad, "optim.clip_grad"),
-    }
-    for key in _OWNED:
-        want, owner = expected[key]
-        if key in ds and ds[key] != "auto" and ds[key] != want:
-            raise UserError(
-                f"{path}: {key}={ds[key]!r} contradicts the run config ({owner} gives {want!r}); "
-                f"remove it or set it to \"auto\""
-            )
-        ds[key] = want
-    for key, owner in (("optimizer", "optim.*"), ("scheduler", "optim.lr / optim.warmup_*")):
-        if key in ds:
-            raise UserError(f"{path}: {key!r} section is not allowed; the run config sets it ({owner})")
-    if ds.get("fp16", {}).get("enabled") and ds.get("bf16", {}).get("enabled"):
-        raise UserError(f"{path}: fp16.enabled and bf16.enabled are both true; expected at most one")
+    }, {"optimizer": "optim.*", "scheduler": "optim.lr / optim.warmup_*"})
     offload = ds.get("zero_optimization", {}).get("offload_optimizer", {})
     if offload.get("device", "none") != "none" and cfg.optim.name != "cpu_adam":
         raise UserError(

@@ -159,9 +159,9 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module, ds: dict[str, Any], ext
     return engine, ds
 
 
-def finetune_deepspeed_dict(config_path: Path, batch_size: int, max_grad_norm: float,
+def finetune_deepspeed_dict(config_path: Path, batch_size: int, clip_grad: float,
                             world_size: int) -> dict[str, Any]:
-    """A fine-tuning run's DeepSpeed config: the JSON read as pre-training reads it, batch/clip keys filled in.
+    """A fine-tuning run's DeepSpeed config, read and checked as pre-training's (``checked_deepspeed_json``).
 
     The fine-tuning loop owns the optimizer and schedule (``--lr``/``--warmup-ratio``/``--weight-decay``),
     batching (one micro-batch per rank per step) and clipping; those keys must be absent, ``"auto"`` or equal.
@@ -169,48 +169,41 @@ def finetune_deepspeed_dict(config_path: Path, batch_size: int, max_grad_norm: f
     Args:
         config_path: The ``--deepspeed`` JSON.
         batch_size: ``--batch-size`` (per rank).
-        max_grad_norm: ``--max-grad-norm``.
+        clip_grad: ``--clip-grad``.
         world_size: Data-parallel ranks.
     Returns:
-        The checked dict (duplicate keys, unknown keys and bad values refused by ``load_json`` and
-        ``validate_deepspeed``), a UserError naming the file otherwise.
+        The checked dict (duplicate keys, unknown keys and bad values refused), a UserError naming the file
+        otherwise.
     """
-    from pretrain.config import load_json
+    from pretrain.config import checked_deepspeed_json
 
     if not config_path.is_file():
         raise UserError(f"{config_path}: no such DeepSpeed config file")
-    ds_cfg = load_json(config_path)
-    for key in ("optimizer", "scheduler"):
-        if key in ds_cfg:
-            raise UserError(f"{config_path}: '{key}' section not allowed; --lr/--warmup-ratio/--weight-decay "
-                            "own the optimizer and schedule")
-    want = {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
-            "train_batch_size": batch_size * world_size, "gradient_clipping": max_grad_norm}
-    for key, value in want.items():
-        if ds_cfg.get(key, "auto") == "auto":
-            ds_cfg[key] = value
-        elif ds_cfg[key] != value:
-            raise UserError(f"{config_path}: {key} is {ds_cfg[key]!r}, expected \"auto\" or {value!r} "
-                            "(from --batch-size/--max-grad-norm)")
+    ds_cfg = checked_deepspeed_json(config_path, {
+        "train_micro_batch_size_per_gpu": (batch_size, "--batch-size"),
+        "gradient_accumulation_steps": (1, "fine-tuning, which does not accumulate"),
+        "train_batch_size": (batch_size * world_size, "--batch-size × world size"),
+        "gradient_clipping": (clip_grad, "--clip-grad"),
+    }, {"optimizer": "--lr/--weight-decay", "scheduler": "--lr/--warmup-ratio"})
     validate_deepspeed(ds_cfg, str(config_path))
     return ds_cfg
 
 
 def initialize_finetune(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, config_path: Path,
-                        batch_size: int, max_grad_norm: float):
+                        batch_size: int, clip_grad: float):
     """Hand a fine-tuning model, its optimizer and schedule to ``deepspeed.initialize`` (ZeRO 0-3).
 
     Args:
         model, optimizer, scheduler: What the fine-tuning loop built.
         config_path: The ``--deepspeed`` JSON (checked by ``finetune_deepspeed_dict``).
         batch_size: ``--batch-size`` (per rank).
-        max_grad_norm: ``--max-grad-norm``.
+        clip_grad: ``--clip-grad``.
     Returns:
         ``(engine, optimizer, scheduler)`` as DeepSpeed wrapped them. The process group must be initialised.
     """
     import deepspeed
 
-    ds_cfg = finetune_deepspeed_dict(config_path, batch_size, max_grad_norm, torch.distributed.get_world_size())
+    ds_cfg = finetune_deepspeed_dict(config_path, batch_size, clip_grad, torch.distributed.get_world_size())
     engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                            lr_scheduler=scheduler, config=ds_cfg)
     return engine, optimizer, scheduler

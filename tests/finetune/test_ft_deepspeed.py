@@ -54,7 +54,7 @@ def test_two_ranks_zero3_alum(bbc, tiny_bert, tmp_path):
     ('{"fp16": {}, "fp16": {}}', "duplicate key 'fp16'"),
     ('{"zero_optimisation": {"stage": 2}}', "unknown DeepSpeed key 'zero_optimisation'"),
     ('{"optimizer": {}}', "'optimizer' section not allowed"),
-    ('{"train_batch_size": 3}', r'train_batch_size is 3, expected "auto" or 16'),
+    ('{"train_batch_size": 3}', r"train_batch_size=3 contradicts the run config \(--batch-size × world size gives 16\)"),
 ])
 def test_the_json_is_checked_as_pretraining_checks_it(tmp_path, text, message):
     # --deepspeed goes through pretrain.engine: the same reader and DeepSpeed schema checks as pre-training.
@@ -63,5 +63,5 @@ def test_the_json_is_checked_as_pretraining_checks_it(tmp_path, text, message):
     path = tmp_path / "ds.json"
     path.write_text(text)
     with pytest.raises(UserError, match=message) as err:
-        finetune_deepspeed_dict(path, batch_size=8, max_grad_norm=1.0, world_size=2)
+        finetune_deepspeed_dict(path, batch_size=8, clip_grad=1.0, world_size=2)
     assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
