@@ -24,7 +24,7 @@ from pretrain.config_base import Section, apply_overrides, load, load_json, vali
 
 # load_json and apply_overrides live in config_base; engine.py and the tests know them by this module's name.
 __all__ = ["AlumSection", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "apply_overrides",
-           "build_config", "config_dump", "deepspeed_dict", "load_config", "load_json"]
+           "build_config", "checked_deepspeed_json", "config_dump", "deepspeed_dict", "load_config", "load_json"]
 
 
 class DataConfig(Section):

@@ -66,3 +66,35 @@ def test_one_fit_rule_for_training_and_datasets(tmp_path, corpus):
     assert json.loads(meta_path(tmp_path / "forced").read_text())["tokenizer"]["fingerprint"] == "unknown"
     [[opened]] = open_corpora([str(tmp_path / "forced")], tok, "data.prefixes")
     assert len(MLMDataset([opened], tok, max_seq_len=32)) > 0
+
+
+@pytest.mark.usefixtures("single_process")
+def test_training_opens_each_shard_once(tmp_path, corpus, monkeypatch):
+    # Two training shards and a held-out corpus through a whole run (build, steps, evaluation, checkpoint):
+    # each shard is opened, and its files checked, once per process (the loader and the dataset used to
+    # open every shard twice).
+    import shutil
+
+    from data_tools.indexed import IndexedCorpus
+    from engine_kit import tiny_config
+    from pretrain.config import build_config
+    from pretrain.train import run
+
+    prefix, _ = corpus
+    for name in ("train/bbc_00000", "train/bbc_00001", "held/bbc"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        for ext in (".bin", ".idx", ".meta.json"):
+            shutil.copy(prefix + ext, tmp_path / (name + ext))
+    opened: list[str] = []
+    real_open = IndexedCorpus._open
+
+    def counting_open(self):
+        opened.append(str(self.prefix))
+        return real_open(self)
+
+    monkeypatch.setattr(IndexedCorpus, "_open", counting_open)
+    cfg = tiny_config(tmp_path, (str(tmp_path / "train" / "bbc"), corpus[1]),
+                      data={"eval_prefixes": [str(tmp_path / "held" / "bbc")]},
+                      train={"train_steps": 2, "eval_interval": 1, "save_interval": 2})
+    run(build_config(cfg))
+    assert sorted(opened) == sorted(str(tmp_path / n) for n in ("train/bbc_00000", "train/bbc_00001", "held/bbc"))
