@@ -134,7 +134,7 @@ def _max_doc_bytes(p: argparse.ArgumentParser) -> None:
                         f"(default {MAX_DOC_BYTES:,}: memory stays bounded on a decompression bomb)")
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser (one subparser per command)."""
     top = argparse.ArgumentParser(prog="python -m data_tools", description="Build Megatron-compatible indexed corpora "
                                   "from Wikipedia dumps, OpenWebText, JSONL or text.", epilog=EXAMPLES,
@@ -235,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and run the command."""
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.func(args)
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from data_tools.build import build
 from data_tools.extract import extract_wiki
 from data_tools.inspect import inspect_corpus
-from data_tools.samples_data import wiki_dump_path
 from data_tools.sentences import split_sentences
 from data_tools.sources import read_documents
 from data_tools.tokenizer import train_tokenizer
 from data_tools.verify import verify
+from data_tools.wheel_data import wiki_dump_path
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out/data", workers: int = 2, kind: str = "wordpiece",

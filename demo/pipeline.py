@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from data_tools.atomic import write_json
-from data_tools.samples_data import wiki_dump_path
+from data_tools.wheel_data import wiki_dump_path
 from demo.runner import Stage
 
 ROOT = Path(__file__).resolve().parents[1]

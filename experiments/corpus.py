@@ -24,11 +24,11 @@ from data_tools.build import build
 from data_tools.errors import UserError
 from data_tools.extract import extract_wiki
 from data_tools.inspect import unigram_entropy
-from data_tools.samples_data import package_dir, wiki_dump_path
 from data_tools.sentences import split_sentences
 from data_tools.sources import read_documents
 from data_tools.sources.wiki import iter_articles, page_document
 from data_tools.tokenizer import load_tokenizer, train_tokenizer
+from data_tools.wheel_data import package_dir, wiki_dump_path
 
 POLARITY = "test/test_data/pang_lee_polarity.cor"
 

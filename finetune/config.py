@@ -23,7 +23,7 @@ from pretrain.config import AlumSection
 from pretrain.config_base import Section
 
 
-class AlumOptions(AlumSection):
+class FinetuneAlumSection(AlumSection):
     """ALUM on the task outputs: pre-training's ALUM section with the fine-tuning defaults (off unless asked;
     α=1). Any other key set picks that value over the variant's."""
 
@@ -87,7 +87,7 @@ class TrainOptions(Section):
     """Dev evaluations per epoch (the best one is kept as best/)."""
     deepspeed: Path | None = None
     """DeepSpeed JSON (optional); its batch and clip keys, if given, must agree with batch_size and clip_grad."""
-    alum: AlumOptions = AlumOptions()
+    alum: FinetuneAlumSection = FinetuneAlumSection()
     """ALUM (adversarial fine-tuning, ``pretrain.alum``); its other options take effect with ``--alum``."""
     metric: str | None = None
     """Score that picks the best checkpoint, higher is better (None: the task's; accuracy, or f1 for qa)."""

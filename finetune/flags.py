@@ -164,9 +164,9 @@ def reference_markdown() -> str:
     """Tables of the options of classify and qa (shared, then each one's own), attack, text-attack and ALUM,
     with their flags."""
     from finetune.config import (
-        AlumOptions,
         AttackOptions,
         ClassifyOptions,
+        FinetuneAlumSection,
         QAOptions,
         TableColumns,
         TextAttackOptions,
@@ -187,6 +187,6 @@ def reference_markdown() -> str:
                            flags=flag_names)
     lines += section_table("text-attack", TextAttackOptions, names=own(TextAttackOptions, TableColumns)
                            + own(TableColumns), flags=flag_names)
-    lines += section_table("alum", AlumOptions, prefix="alum.", flags=flag_names)
+    lines += section_table("alum", FinetuneAlumSection, prefix="alum.", flags=flag_names)
     lines.append(END)
     return "\n".join(lines)

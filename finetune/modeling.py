@@ -32,7 +32,7 @@ def read_model_config(model_dir: Path) -> dict:
     return read_json(cfg_path)
 
 
-def load_tokenizer(model_dir: str | Path):
+def load_hf_tokenizer(model_dir: str | Path):
     """The directory's tokenizer (``AutoTokenizer``), or a ``UserError`` saying which files are missing."""
     from transformers import AutoTokenizer
 
@@ -68,7 +68,7 @@ def load_task_model(model_dir: str | Path, task: str, num_labels: int = 2, id2la
     if mtype not in SUPPORTED_TYPES:
         raise UserError(f"{model_dir / 'config.json'}: model_type {mtype!r}; expected one of "
                         f"{', '.join(SUPPORTED_TYPES)}")
-    tok = load_tokenizer(model_dir)
+    tok = load_hf_tokenizer(model_dir)
     if isinstance(raw_cfg.get("vocab_size"), int) and len(tok) > raw_cfg["vocab_size"]:
         # Checked before loading weights: a tokenizer from another model is the usual mistake.
         raise UserError(f"{model_dir}: tokenizer has {len(tok)} tokens but the model's embeddings hold "

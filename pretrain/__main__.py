@@ -20,7 +20,7 @@ from pathlib import Path
 from data_tools.errors import UserError, run_cli
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     # The deepspeed launcher puts --local_rank=N before the subcommand.
@@ -144,7 +144,7 @@ def export(run_dir: str | Path, output: str | Path, step: int | None = None, tru
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m pretrain``."""
     argv = sys.argv[1:] if argv is None else argv
-    args, rest = _parser().parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
     if args.command == "train":
         _train(args, rest)
     elif args.command == "prepare-data":

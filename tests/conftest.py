@@ -16,6 +16,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def wiki_dump() -> Path:
     """Path of the real Wikipedia XML dump (.bz2) shipped inside gensim's wheel."""
-    from data_tools.samples_data import wiki_dump_path
+    from data_tools.wheel_data import wiki_dump_path
 
     return wiki_dump_path()

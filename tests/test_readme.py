@@ -35,7 +35,7 @@ def test_every_config_key_is_documented(package):
 
 def _subcommands(package: str) -> list[str]:
     main = importlib.import_module(f"{package}.__main__")
-    parser = next(getattr(main, name)() for name in ("_parser", "build_parser", "parser") if hasattr(main, name))
+    parser = main.build_parser()
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return sorted(actions[0].choices)
 

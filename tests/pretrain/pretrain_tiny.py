@@ -39,7 +39,7 @@ def lee_documents(limit: int = 120) -> list[list[str]]:
     """Real news text shipped in gensim's wheel (lee_background.cor: one article per line), split into sentences."""
     import re
 
-    from data_tools.samples_data import package_dir
+    from data_tools.wheel_data import package_dir
 
     path = package_dir("gensim") / "test" / "test_data" / "lee_background.cor"
     docs = []

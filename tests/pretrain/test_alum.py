@@ -70,7 +70,7 @@ def test_variants_resolve_and_overrides_win():
 
 
 def test_pretrain_and_finetune_configs_record_every_resolved_value():
-    from finetune.config import AlumOptions
+    from finetune.config import FinetuneAlumSection
     from pretrain.config import AlumSection
 
     for name in VARIANTS:
@@ -78,7 +78,7 @@ def test_pretrain_and_finetune_configs_record_every_resolved_value():
         assert section.build() == AlumConfig.from_variant(name, alpha=1.0)
         assert set(section.model_dump()) == set(AlumConfig().to_dict())  # every field, resolved, in config.json
     assert AlumSection(variant="paper", eps=1e-3).build().eps == 1e-3  # explicit key beats the variant
-    opts = AlumOptions(enabled=True, variant="noise")
+    opts = FinetuneAlumSection(enabled=True, variant="noise")
     assert opts.build() == AlumConfig.from_variant("noise", alpha=1.0)
 
 

@@ -75,8 +75,9 @@ def test_training_opens_each_shard_once(tmp_path, corpus, monkeypatch):
     # open every shard twice).
     import shutil
 
-    from data_tools.indexed import IndexedCorpus
     from engine_kit import tiny_config
+
+    from data_tools.indexed import IndexedCorpus
     from pretrain.config import build_config
     from pretrain.train import run
 
