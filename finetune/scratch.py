@@ -49,23 +49,17 @@ def init_model(out_dir: str | Path, texts: list[str], arch: str = "bert", vocab_
     Returns:
         ``out_dir``.
     """
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+    from pretrain.model import build_model
 
     if arch not in ("bert", "roberta"):
         raise UserError(f"--arch: got {arch!r}, expected bert or roberta")
     if not texts:
         raise UserError("no texts to train the tokenizer on")
     tok = build_tokenizer(texts, arch, vocab_size)
-    common = dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, intermediate_size=4 * hidden, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    if arch == "bert":
-        model = BertForMaskedLM(BertConfig(max_position_embeddings=max_len, **common))
-    else:
-        # RoBERTa's positions start after the padding index, hence the +2.
-        model = RobertaForMaskedLM(RobertaConfig(max_position_embeddings=max_len + 2, bos_token_id=tok.cls_token_id,
-                                                 eos_token_id=tok.sep_token_id, type_vocab_size=1, **common))
+    # Pre-training's model builder: the same config (RoBERTa's position offset included) and init.
+    model = build_model(len(tok), arch, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                        max_position_embeddings=max_len, pad_token_id=tok.pad_token_id,
+                        cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, seed=seed).to_hf()
     out_dir = Path(out_dir)
     from finetune.trainer import save_hf_dir
 
