@@ -167,6 +167,73 @@ def measure_memory(args: argparse.Namespace, variant: str) -> int:
     return json.loads(res.stdout.strip().splitlines()[-1])["growth_kib"]
 
 
+def time_rounds(args: argparse.Namespace, ours, hf, batch) -> dict[str, list[dict[str, float]]]:
+    """Every variant's step, interleaved round by round; the 2 warm-up rounds are not kept."""
+    clock = PhaseClock(ours)
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds + 2):
+        for v in VARIANTS:
+            t = step(v, ours, hf, batch, clock)
+            if r >= 2:
+                results[v].append(t)
+        print(f"round {r + 1}/{args.rounds + 2} ({args.clock}): " + " ".join(f"{v}={results[v][-1]['total'] * 1e3:.0f}ms"
+                                                            for v in VARIANTS if results[v]), flush=True)
+    return results
+
+
+def report_medians(args: argparse.Namespace,
+                   results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each variant's median times and phases, printed; the ALUM step's phases as shares."""
+    med = {v: {k: statistics.median(x[k] for x in results[v]) for k in results[v][0]} for v in VARIANTS}
+    print(f"\nmedian step time (ms), forward+backward: process CPU time, wall time; [phases, {args.clock} time]")
+    for v in VARIANTS:
+        parts = ", ".join(f"{k} {s * 1e3:.1f}" for k, s in med[v].items() if k not in ("total", "wall", "cpu"))
+        print(f"  {v:9s} cpu {med[v]['cpu'] * 1e3:8.1f}  wall {med[v]['wall'] * 1e3:8.1f}   [{parts}]")
+    print("ALUM (masked-only) phases as a share of its step:")
+    for k in ("clean_forward", "ascent", "adversarial_forward", "backward"):
+        print(f"  {k:20s} {med['alum'][k] / med['alum']['total'] * 100:5.1f}%  "
+              f"({med['alum'][k] / med['plain']['total']:.2f}x our plain step)")
+    return med
+
+
+def report_memory(args: argparse.Namespace) -> dict[str, int]:
+    """Peak RSS growth of one step (KiB) of each variant but alum_diag, each in a fresh process."""
+    mem = {v: measure_memory(args, v) for v in VARIANTS if v != "alum_diag"}
+    print("\npeak RSS growth of one step (MiB), fresh process each:")
+    for v in mem:
+        print(f"  {v:9s} {mem[v] / 1024:8.1f}")
+    return mem
+
+
+def report_views(args: argparse.Namespace, med, results) -> dict[str, float]:
+    """The ratios by median and by fastest --clock time and by median wall time, printed; returns the median
+    --clock times."""
+    # Other jobs on a shared machine stretch wall time (they take the cores) but hardly the CPU time this
+    # process spends; all three views of the same ratios are printed, the final line uses --clock.
+    views = {
+        f"median {args.clock} time": {v: med[v]["total"] for v in VARIANTS},
+        f"fastest {args.clock} time": {v: min(x["total"] for x in results[v]) for v in VARIANTS},
+    }
+    views.setdefault("median wall time", {v: med[v]["wall"] for v in VARIANTS})
+    for name, t in views.items():
+        print(f"{name:18s}: plain_speedup_vs_hf={t['hf'] / t['plain']:.2f} "
+              f"alum_time_vs_hf={t['alum'] / t['hf']:.2f} alum_time_vs_plain={t['alum'] / t['plain']:.2f} "
+              f"alum_all_time_vs_plain={t['alum_all'] / t['plain']:.2f}")
+    return views[f"median {args.clock} time"]
+
+
+def report_diagnostics(ours: PretrainObjective, batch: dict, t: dict[str, float]) -> float:
+    """The diagnostics' cost as a fraction of an ALUM step: the gain probe spread over its interval plus the
+    per-step statistics."""
+    stats_s = per_step_stats_seconds(ours, batch)
+    probe = max(t["alum_diag"] - t["alum"], 0.0) / AlumConfig().gain_interval
+    diag = (probe + stats_s) / t["alum"]
+    print(f"\ndiagnostics: gain probe {(t['alum_diag'] - t['alum']) * 1e3:.1f} ms when measured (every "
+          f"{AlumConfig().gain_interval} steps by default), per-step statistics {stats_s * 1e3:.2f} ms -> "
+          f"{diag * 100:.1f}% of an ALUM step")
+    return diag
+
+
 def main(argv=None) -> None:
     global now
     args = parse_args(argv)
@@ -182,62 +249,19 @@ def main(argv=None) -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; clock {args.clock}")
 
     ours, hf, batch = setup(args)
-    clock = PhaseClock(ours)
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    for r in range(args.rounds + 2):
-        for v in VARIANTS:
-            t = step(v, ours, hf, batch, clock)
-            if r >= 2:
-                results[v].append(t)
-        print(f"round {r + 1}/{args.rounds + 2} ({args.clock}): " + " ".join(f"{v}={results[v][-1]['total'] * 1e3:.0f}ms"
-                                                            for v in VARIANTS if results[v]), flush=True)
-
-    med = {v: {k: statistics.median(x[k] for x in results[v]) for k in results[v][0]} for v in VARIANTS}
-    print(f"\nmedian step time (ms), forward+backward: process CPU time, wall time; [phases, {args.clock} time]")
-    for v in VARIANTS:
-        parts = ", ".join(f"{k} {s * 1e3:.1f}" for k, s in med[v].items() if k not in ("total", "wall", "cpu"))
-        print(f"  {v:9s} cpu {med[v]['cpu'] * 1e3:8.1f}  wall {med[v]['wall'] * 1e3:8.1f}   [{parts}]")
-    print("ALUM (masked-only) phases as a share of its step:")
-    for k in ("clean_forward", "ascent", "adversarial_forward", "backward"):
-        print(f"  {k:20s} {med['alum'][k] / med['alum']['total'] * 100:5.1f}%  "
-              f"({med['alum'][k] / med['plain']['total']:.2f}x our plain step)")
-
-    mem = {v: measure_memory(args, v) for v in VARIANTS if v != "alum_diag"}
-    print("\npeak RSS growth of one step (MiB), fresh process each:")
-    for v in mem:
-        print(f"  {v:9s} {mem[v] / 1024:8.1f}")
-
-    # Other jobs on a shared machine stretch wall time (they take the cores) but hardly the CPU time this
-    # process spends; all three views of the same ratios are printed, the final line uses --clock.
-    views = {
-        f"median {args.clock} time": {v: med[v]["total"] for v in VARIANTS},
-        f"fastest {args.clock} time": {v: min(x["total"] for x in results[v]) for v in VARIANTS},
-    }
-    views.setdefault("median wall time", {v: med[v]["wall"] for v in VARIANTS})
-    for name, t in views.items():
-        print(f"{name:18s}: plain_speedup_vs_hf={t['hf'] / t['plain']:.2f} "
-              f"alum_time_vs_hf={t['alum'] / t['hf']:.2f} alum_time_vs_plain={t['alum'] / t['plain']:.2f} "
-              f"alum_all_time_vs_plain={t['alum_all'] / t['plain']:.2f}")
-    t = views[f"median {args.clock} time"]
+    results = time_rounds(args, ours, hf, batch)
+    med = report_medians(args, results)
+    mem = report_memory(args)
+    t = report_views(args, med, results)
     print(f"final line: {'median process CPU time' if args.clock == 'cpu' else 'median wall time'} per step")
-    plain_speedup = t["hf"] / t["plain"]
-    alum_vs_hf = t["alum"] / t["hf"]
-    alum_vs_plain = t["alum"] / t["plain"]
-    alum_all_vs_plain = t["alum_all"] / t["plain"]
-    alum_mem = mem["alum"] / mem["hf"]
-    stats_s = per_step_stats_seconds(ours, batch)
-    probe = max(t["alum_diag"] - t["alum"], 0.0) / AlumConfig().gain_interval
-    diag = (probe + stats_s) / t["alum"]
-    print(f"\ndiagnostics: gain probe {(t['alum_diag'] - t['alum']) * 1e3:.1f} ms when measured (every "
-          f"{AlumConfig().gain_interval} steps by default), per-step statistics {stats_s * 1e3:.2f} ms -> "
-          f"{diag * 100:.1f}% of an ALUM step")
+    diag = report_diagnostics(ours, batch, t)
     gain = warmed_up_gain(args)
     print(f"ascent gain of the default options after 20 warm-up steps: {gain:.2f} (mean of 8 measurements)")
     print("\ntargets: plain >= 1.5x faster than HF, ALUM <= 1.5x HF time and <= 2.7x plain, memory <= 1.5x HF, "
           "diagnostics <= 3% of a step")
-    print(f"plain_speedup_vs_hf={plain_speedup:.2f} alum_time_vs_hf={alum_vs_hf:.2f} "
-          f"alum_time_vs_plain={alum_vs_plain:.2f} alum_all_time_vs_plain={alum_all_vs_plain:.2f} "
-          f"alum_mem_vs_hf={alum_mem:.2f} diag_overhead={diag:.3f} ascent_gain={gain:.2f}")
+    print(f"plain_speedup_vs_hf={t['hf'] / t['plain']:.2f} alum_time_vs_hf={t['alum'] / t['hf']:.2f} "
+          f"alum_time_vs_plain={t['alum'] / t['plain']:.2f} alum_all_time_vs_plain={t['alum_all'] / t['plain']:.2f} "
+          f"alum_mem_vs_hf={mem['alum'] / mem['hf']:.2f} diag_overhead={diag:.3f} ascent_gain={gain:.2f}")
 
 
 def per_step_stats_seconds(ours: PretrainObjective, batch: dict, repeats: int = 20) -> float:

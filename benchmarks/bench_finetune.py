@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from finetune_bench import mean_std, write_attack_rows  # noqa: E402
 from machine import describe
 
 from finetune.classify import encode_examples  # noqa: E402
@@ -73,11 +74,7 @@ def ours(model_dir: Path, data_dir: Path, out: Path, args, seed: int, epochs: fl
     return run_classify(opts)
 
 
-def mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=float, default=3)
@@ -90,64 +87,88 @@ def main() -> None:
                    help="attack radius in ALUM's default units: a share of each token's embedding-output norm")
     p.add_argument("--attack-steps", dest="attack_steps", type=int, default=3)
     p.add_argument("--attack-examples", dest="attack_examples", type=int, default=200)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    from finetune.attack import run_attack
-    from finetune.config import AttackOptions
-    from finetune.importers import import_bbc
-    from finetune.scratch import init_model
+    return p.parse_args()
 
+
+def print_config(args: argparse.Namespace) -> None:
     print(describe(("torch", "transformers", "scikit-learn"), threads=args.threads))
     print(f"config: data=BBC News (1781 train / 444 dev, 5 classes) model=BERT hidden 64, 2 layers, 2 heads, "
           f"WordPiece 2000, from scratch; batch={args.batch_size} max_seq_len={args.max_seq_len} lr={args.lr} "
           f"AdamW wd=0.01 warmup=0.1 clip=1.0; attack: PGD l2 per token at the embedding output, eps={args.attack_eps} x token norm "
           f"steps={args.attack_steps} on the first {args.attack_examples} dev rows")
+
+
+def measure_speed(model_dir: Path, tmp: Path, args: argparse.Namespace) -> float:
+    """Median samples/s of ``classify`` over HF Trainer's, one epoch each, ``--speed-repeats`` rounds."""
+    # Speed: one untimed warm-up of each (first-call costs: kernels, allocator), then rounds that
+    # alternate which runs first so that load changes on the shared machine hit both alike.
+    ours(model_dir, tmp / "bbc", tmp / "warm", args, 0, 0.1, alum=False)
+    hf_trainer_samples_per_second(model_dir, tmp / "bbc", args, tmp / "hfwarm")
+    ours_sps, hf_sps = [], []
+    for r in range(args.speed_repeats):
+        for which in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
+            if which == "ours":
+                res = ours(model_dir, tmp / "bbc", tmp / f"speed{r}", args, 0, 1.0, alum=False)
+                ours_sps.append(res["train_samples_per_second"])
+            else:
+                hf_sps.append(hf_trainer_samples_per_second(model_dir, tmp / "bbc", args, tmp / f"hf{r}"))
+        print(f"speed round {r}: ours {ours_sps[-1]:.1f} samples/s, HF Trainer {hf_sps[-1]:.1f} samples/s")
+    speedup = statistics.median(ours_sps) / statistics.median(hf_sps)
+    print(f"classify vs HF Trainer: {statistics.median(ours_sps):.1f} vs {statistics.median(hf_sps):.1f} "
+          f"samples/s (median of {args.speed_repeats}) -> {speedup:.2f}x")
+    return speedup
+
+
+def measure_robustness(model_dir: Path, tmp: Path, args: argparse.Namespace) -> tuple[dict, float]:
+    """Plain and ALUM fine-tuning over ``--seeds``: dev accuracy, attacked accuracy and samples/s of each run;
+    and the dev majority-class accuracy."""
+    from finetune.attack import run_attack
+    from finetune.config import AttackOptions
+
+    dev_small = write_attack_rows(tmp / "bbc" / "dev.tsv", tmp / "dev_small.tsv", args.attack_examples)
+    table: dict[str, dict[str, list[float]]] = {}
+    for variant in ("plain", "alum"):
+        table[variant] = {"acc": [], "attacked": [], "sps": []}
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            res = ours(model_dir, tmp / "bbc", tmp / f"{variant}{seed}", args, seed, args.epochs,
+                       alum=variant == "alum")
+            att = run_attack(AttackOptions(model=tmp / f"{variant}{seed}" / "best", data=dev_small,
+                                           eps=[0.0, args.attack_eps], steps=args.attack_steps,
+                                           max_seq_len=args.max_seq_len))
+            table[variant]["acc"].append(res["best"]["accuracy"])
+            table[variant]["attacked"].append(att["results"][1]["accuracy"])
+            table[variant]["sps"].append(res["train_samples_per_second"])
+            print(f"{variant} seed {seed}: dev acc {res['best']['accuracy']:.4f}, attacked acc "
+                  f"{att['results'][1]['accuracy']:.4f} (clean on the same rows {att['results'][0]['accuracy']:.4f})"
+                  f", {res['train_samples_per_second']:.1f} samples/s, {time.perf_counter() - t0:.0f}s")
+    return table, res["dev_majority_accuracy"]
+
+
+def print_table(args: argparse.Namespace, table: dict, majority: float) -> None:
+    print(f"\n| fine-tuning | dev accuracy | attacked accuracy (eps={args.attack_eps}) | train samples/s |")
+    print("|---|---|---|---|")
+    for variant, row in table.items():
+        print(f"| {variant} | {mean_std(row['acc'])} | {mean_std(row['attacked'])} | "
+              f"{statistics.mean(row['sps']):.1f} |")
+    print(f"majority baseline accuracy: {majority:.4f}; seeds: {args.seeds}")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    from finetune.importers import import_bbc
+    from finetune.scratch import init_model
+
+    print_config(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         import_bbc(tmp / "bbc")
         texts = read_examples(tmp / "bbc" / "train.tsv", TaskLayout()).text_a
         model_dir = init_model(tmp / "model", texts, "bert", vocab_size=2000)
-        # Speed: one untimed warm-up of each (first-call costs: kernels, allocator), then rounds that
-        # alternate which runs first so that load changes on the shared machine hit both alike.
-        ours(model_dir, tmp / "bbc", tmp / "warm", args, 0, 0.1, alum=False)
-        hf_trainer_samples_per_second(model_dir, tmp / "bbc", args, tmp / "hfwarm")
-        ours_sps, hf_sps = [], []
-        for r in range(args.speed_repeats):
-            for which in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
-                if which == "ours":
-                    res = ours(model_dir, tmp / "bbc", tmp / f"speed{r}", args, 0, 1.0, alum=False)
-                    ours_sps.append(res["train_samples_per_second"])
-                else:
-                    hf_sps.append(hf_trainer_samples_per_second(model_dir, tmp / "bbc", args, tmp / f"hf{r}"))
-            print(f"speed round {r}: ours {ours_sps[-1]:.1f} samples/s, HF Trainer {hf_sps[-1]:.1f} samples/s")
-        speedup = statistics.median(ours_sps) / statistics.median(hf_sps)
-        print(f"classify vs HF Trainer: {statistics.median(ours_sps):.1f} vs {statistics.median(hf_sps):.1f} "
-              f"samples/s (median of {args.speed_repeats}) -> {speedup:.2f}x")
-        dev_small = tmp / "dev_small.tsv"
-        lines = (tmp / "bbc" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-        dev_small.write_text("".join(lines[: args.attack_examples + 1]), encoding="utf-8")
-        table: dict[str, dict[str, list[float]]] = {}
-        for variant in ("plain", "alum"):
-            table[variant] = {"acc": [], "attacked": [], "sps": []}
-            for seed in range(args.seeds):
-                t0 = time.perf_counter()
-                res = ours(model_dir, tmp / "bbc", tmp / f"{variant}{seed}", args, seed, args.epochs,
-                           alum=variant == "alum")
-                att = run_attack(AttackOptions(model=tmp / f"{variant}{seed}" / "best", data=dev_small,
-                                               eps=[0.0, args.attack_eps], steps=args.attack_steps,
-                                               max_seq_len=args.max_seq_len))
-                table[variant]["acc"].append(res["best"]["accuracy"])
-                table[variant]["attacked"].append(att["results"][1]["accuracy"])
-                table[variant]["sps"].append(res["train_samples_per_second"])
-                print(f"{variant} seed {seed}: dev acc {res['best']['accuracy']:.4f}, attacked acc "
-                      f"{att['results'][1]['accuracy']:.4f} (clean on the same rows {att['results'][0]['accuracy']:.4f})"
-                      f", {res['train_samples_per_second']:.1f} samples/s, {time.perf_counter() - t0:.0f}s")
-        print(f"\n| fine-tuning | dev accuracy | attacked accuracy (eps={args.attack_eps}) | train samples/s |")
-        print("|---|---|---|---|")
-        for variant, row in table.items():
-            print(f"| {variant} | {mean_std(row['acc'])} | {mean_std(row['attacked'])} | "
-                  f"{statistics.mean(row['sps']):.1f} |")
-        print(f"majority baseline accuracy: {res['dev_majority_accuracy']:.4f}; seeds: {args.seeds}")
+        speedup = measure_speed(model_dir, tmp, args)
+        table, majority = measure_robustness(model_dir, tmp, args)
+        print_table(args, table, majority)
     m = {k: statistics.mean(v["acc"]) for k, v in table.items()}
     a = {k: statistics.mean(v["attacked"]) for k, v in table.items()}
     print(f"classify_speedup_vs_hf_trainer={speedup:.2f} plain_acc={m['plain']:.4f} alum_acc={m['alum']:.4f} "

@@ -33,7 +33,6 @@ import bz2
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,24 +40,14 @@ import time
 from pathlib import Path
 
 from machine import describe
+from parts import peak_rss_mb, raw_tokenizer_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _peak_rss_mb() -> float:
-    # VmHWM, not ru_maxrss: after fork+exec ru_maxrss still counts the parent's pages copied by the fork.
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def part_raw(docs: Path, tok_dir: Path, threads: int) -> dict:
-    import tokenizers
-
-    texts = [json.loads(line)["text"] for line in docs.open(encoding="utf-8")]
-    tok = tokenizers.Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    texts, tok = raw_tokenizer_inputs(docs, tok_dir)
     start = time.perf_counter()
     ids = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
     elapsed = time.perf_counter() - start
@@ -97,7 +86,7 @@ def part_extract(dump: Path, out: Path) -> dict:
     start = time.perf_counter()
     r = extract_wiki(dump, out / "x.jsonl", workers=1, progress=False)
     return {"docs": r.documents, "pages": r.pages, "seconds": time.perf_counter() - start,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def run_part(name: str, env_extra: dict | None = None, **kw) -> dict:
@@ -124,7 +113,7 @@ def scaled_dump(src: Path, dst: Path, scale: int) -> None:
         fh.write(tail)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--copies", type=int, default=5, help="the extracted articles repeated this many times")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant; the median counts")
@@ -133,21 +122,26 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4, help="extract RSS: the dump repeated this many times")
     p.add_argument("--part", help=argparse.SUPPRESS)
     p.add_argument("--kw", help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.part:
-        kw = json.loads(a.kw)
-        paths = {k: Path(v) for k, v in kw.items() if k not in ("workers", "threads")}
-        ints = {k: int(v) for k, v in kw.items() if k in ("workers", "threads")}
-        fn = {"raw": part_raw, "build": part_build, "peer": part_peer, "extract": part_extract}[a.part]
-        print(json.dumps(fn(**paths, **ints)))
-        return
+    return p.parse_args()
 
+
+def child(part: str, kw_json: str) -> None:
+    """In the fresh interpreter ``run_part`` started: run one part, print its result as JSON."""
+    kw = json.loads(kw_json)
+    paths = {k: Path(v) for k, v in kw.items() if k not in ("workers", "threads")}
+    ints = {k: int(v) for k, v in kw.items() if k in ("workers", "threads")}
+    fn = {"raw": part_raw, "build": part_build, "peer": part_peer, "extract": part_extract}[part]
+    print(json.dumps(fn(**paths, **ints)))
+
+
+def prepare(a: argparse.Namespace, tmp: Path) -> tuple[Path, Path, dict, dict]:
+    """Extract the embedded dump (measuring its RSS), the documents (``--copies`` times the articles), a
+    WordPiece trained on the articles, and the RSS of extracting the dump scaled ``--scale`` times."""
     from data_tools.samples_data import wiki_dump_path
     from data_tools.sentences import split_sentences
     from data_tools.sources import read_documents
     from data_tools.tokenizer import train_tokenizer
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_indexing_"))
     dump = wiki_dump_path()
     base_extract = run_part("extract", dump=dump, out=tmp)
     articles = tmp / "x.jsonl"
@@ -159,7 +153,11 @@ def main() -> None:
     big = tmp / "big.xml"
     scaled_dump(dump, big, a.scale)
     big_extract = run_part("extract", dump=big, out=tmp / "big")
+    return docs, tok_dir, base_extract, big_extract
 
+
+def measure_speeds(a: argparse.Namespace, tmp: Path, docs: Path, tok_dir: Path) -> dict[str, dict]:
+    """``--repeats`` rounds of build, raw and peer, interleaved; each variant's median run."""
     results: dict[str, list[dict]] = {"build": [], "raw": [], "peer": []}
     for r in range(a.repeats):
         for name in results:
@@ -176,8 +174,11 @@ def main() -> None:
             results[name].append(res)
             print(f"  round {r} {name:5s} {res['seconds']:.2f}s", file=sys.stderr)
     # The median run of each variant: on a shared 2-core machine the best run mostly measures a neighbour's pause.
-    best = {k: sorted(v, key=lambda x: x["seconds"])[len(v) // 2] for k, v in results.items()}
+    return {k: sorted(v, key=lambda x: x["seconds"])[len(v) // 2] for k, v in results.items()}
 
+
+def report(a: argparse.Namespace, docs: Path, best: dict[str, dict], base_extract: dict,
+           big_extract: dict) -> None:
     print("# bench_indexing: data_tools build vs the raw tokenizer and HF datasets.map")
     print(describe(("tokenizers", "blingfire", "numpy", "datasets", "transformers", "mwparserfromhell")))
     print(f"config copies={a.copies} repeats={a.repeats} workers={a.workers} vocab_size={a.vocab_size} "
@@ -190,6 +191,17 @@ def main() -> None:
     speed = {k: v["docs"] / v["seconds"] for k, v in best.items()}
     print(f"build_speed_vs_raw={speed['build'] / speed['raw']:.2f} build_speedup_vs_peer={speed['build'] / speed['peer']:.2f} "
           f"extract_peak_rss_mb={big_extract['peak_rss_mb']:.0f}")
+
+
+def main() -> None:
+    a = parse_args()
+    if a.part:
+        child(a.part, a.kw)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_indexing_"))
+    docs, tok_dir, base_extract, big_extract = prepare(a, tmp)
+    best = measure_speeds(a, tmp, docs, tok_dir)
+    report(a, docs, best, base_extract, big_extract)
 
 
 if __name__ == "__main__":

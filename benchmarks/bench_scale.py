@@ -38,23 +38,14 @@ import time
 from pathlib import Path
 
 from machine import describe
+from parts import peak_rss_mb, raw_tokenizer_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def part_raw(docs: str, tok_dir: str, threads: str) -> dict:
-    import tokenizers
-
-    texts = [json.loads(line)["text"] for line in Path(docs).read_text(encoding="utf-8").splitlines()]
-    tok = tokenizers.Tokenizer.from_file(str(Path(tok_dir) / "tokenizer.json"))
+    texts, tok = raw_tokenizer_inputs(docs, tok_dir)
     start, cpu = time.perf_counter(), time.process_time()  # process_time counts every Rust thread
     n = sum(len(e.ids) for e in tok.encode_batch_fast(texts, add_special_tokens=False))
     return {"tokens": n, "seconds": time.perf_counter() - start, "encode_cpu": time.process_time() - cpu}
@@ -80,14 +71,14 @@ def part_merge(shards: str, out: str, kind: str) -> dict:
         with IndexedCorpusWriter(out, IndexedCorpus(prefixes[0]).dtype) as w:
             for p in prefixes:
                 w.append_corpus(IndexedCorpus(p))
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
 def part_extract(dump: str, out: str) -> dict:
     from data_tools.extract import extract_wiki
 
     r = extract_wiki(dump, out, workers=2, progress=False)
-    return {"pages": r.pages, "documents": r.documents, "parent_peak_rss_mb": _peak_rss_mb()}
+    return {"pages": r.pages, "documents": r.documents, "parent_peak_rss_mb": peak_rss_mb()}
 
 
 def run_part(name: str, **kw) -> dict:
@@ -205,7 +196,7 @@ def bench_build(tmp: Path, copies: int, repeats: int) -> dict:
             "raw_wall": med("raw", "seconds"), "build1_wall": med("build1", "wall"), "build2_wall": med("build2", "wall")}
 
 
-def main() -> None:  # noqa: C901 - one section per figure
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base-tokens", type=int, default=125_000_000, help="index: the 1× corpus (16× = 2 B)")
     p.add_argument("--dump-copies", type=int, default=20, help="extract: the embedded dump's pages × this")
@@ -217,7 +208,104 @@ def main() -> None:  # noqa: C901 - one section per figure
     p.add_argument("--skip", default="", help="comma list of sections to skip: index,build,merge,extract")
     p.add_argument("--part", help=argparse.SUPPRESS)
     p.add_argument("--kw", help=argparse.SUPPRESS)
-    a = p.parse_args()
+    return p.parse_args()
+
+
+class Summary:
+    """What the sections found: their lines and the final line's figures (nan for a section not run)."""
+
+    def __init__(self) -> None:
+        self.figures = {"index_us_per_sample": "nan", "index_rss_over_size": "nan",
+                        "extract_speed_vs_wikiextractor": "nan", "build_speed_vs_raw": "nan",
+                        "merge_peak_rss_mb": "nan"}
+        self.lines: list[str] = []
+
+    def report(self, line: str) -> None:
+        """Keep a section's line for the summary and show it now (a long run stopped late keeps it)."""
+        print("  " + line, file=sys.stderr, flush=True)
+        self.lines.append(line)
+
+
+def section_index(a: argparse.Namespace, tmp: Path, summary: Summary) -> None:
+    if importlib.util.find_spec("bench_scale_index") is None:
+        summary.report("index: benchmarks/bench_scale_index.py not found (pretrain's side of issue 12); "
+                       "index figures are nan")
+    else:
+        import bench_scale_index
+
+        sizes = [a.base_tokens * m for m in (1, 4, 16)]
+        res = bench_scale_index.run(tmp / "index", sizes)
+        for row in res.get("rows", []):
+            summary.report(f"index row: {json.dumps(row)}")
+        summary.report(f"index: sizes {sizes} tokens: {res['index_us_per_sample']:.3f} us/sample, peak RSS growth / "
+                       f"index size {res['index_rss_over_size']:.2f} at the largest; skipped: {res.get('skipped') or 'none'}")
+        summary.figures["index_us_per_sample"] = f"{res['index_us_per_sample']:.3f}"
+        summary.figures["index_rss_over_size"] = f"{res['index_rss_over_size']:.2f}"
+    shutil.rmtree(tmp / "index", ignore_errors=True)
+
+
+def section_merge(a: argparse.Namespace, tmp: Path, summary: Summary) -> None:
+    shards = tmp / "shards" / "s"
+    t = time.perf_counter()
+    tokens = make_shards(shards, a.shards, a.shard_sequences)
+    print(f"  made {a.shards} shards ({tokens:,} tokens) in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    ours = run_part("merge", shards=str(shards), out=str(tmp / "m_ours"), kind="ours")
+    peer = run_part("merge", shards=str(shards), out=str(tmp / "m_peer"), kind="peer")
+    same = all((tmp / f"m_ours.{e}").read_bytes() == (tmp / f"m_peer.{e}").read_bytes() for e in ("bin", "idx"))
+    idx_mb = (tmp / "m_ours.idx").stat().st_size / 2**20
+    summary.report(f"merge: {a.shards} shards, {a.shards * a.shard_sequences:,} sentences, {tokens:,} tokens "
+                   f"(merged .idx {idx_mb:.0f} MB): peak RSS ours {ours['peak_rss_mb']:.0f} MB in "
+                   f"{ours['seconds']:.1f}s, in-memory merge {peer['peak_rss_mb']:.0f} MB in "
+                   f"{peer['seconds']:.1f}s; identical bytes: {same}")
+    summary.figures["merge_peak_rss_mb"] = f"{ours['peak_rss_mb']:.0f}"
+    shutil.rmtree(tmp / "shards", ignore_errors=True)
+    for f in tmp.glob("m_*"):
+        f.unlink()
+
+
+def section_build(a: argparse.Namespace, tmp: Path, summary: Summary) -> None:
+    b = bench_build(tmp / "build", a.build_copies, a.repeats)
+    rate = {k: b["tokens"] / b[f"{k}_cpu"] for k in ("raw", "build1", "build2")}
+    summary.report(f"build: {b['tokens']:,} tokens ({b['input_mb']:.0f} MB JSONL), tokens per CPU-second: raw "
+                   f"tokenizer (encode only, 2 threads) {rate['raw']:,.0f}, build --tasks 1 {rate['build1']:,.0f}, "
+                   f"--tasks 2 {rate['build2']:,.0f}; wall: raw {b['raw_wall']:.1f}s, --tasks 1 "
+                   f"{b['build1_wall']:.1f}s, --tasks 2 {b['build2_wall']:.1f}s "
+                   f"(--tasks 2 speed-up {b['build1_wall'] / b['build2_wall']:.2f}x)")
+    summary.figures["build_speed_vs_raw"] = f"{rate['build2'] / rate['raw']:.2f}"
+    shutil.rmtree(tmp / "build", ignore_errors=True)
+
+
+def section_extract(a: argparse.Namespace, tmp: Path, summary: Summary) -> None:
+    (tmp / "extract").mkdir(exist_ok=True)
+    e = bench_extract(tmp / "extract", a.dump_copies, a.repeats)
+    summary.report(
+        f"extract: {e['dump_mb']:.1f} MB multistream dump, {e['pages']:,} pages (ours {e['ours_docs']:,} "
+        f"articles, wikiextractor {e['peer_docs']:,}): pages per CPU-second ours "
+        f"{e['pages'] / e['ours_cpu']:.0f} (cpu {e['cpu_spread'][0]:.1f}-{e['cpu_spread'][1]:.1f}s), "
+        f"wikiextractor {e['pages'] / e['peer_cpu']:.0f}; wall ours {e['ours_wall']:.1f}s, "
+        f"wikiextractor {e['peer_wall']:.1f}s; our parent's peak RSS {e['parent_rss']:.0f} MB"
+    )
+    summary.figures["extract_speed_vs_wikiextractor"] = f"{e['peer_cpu'] / e['ours_cpu']:.2f}"
+    shutil.rmtree(tmp / "extract", ignore_errors=True)
+
+
+# In this order: each section removes its scratch files before the next starts.
+SECTIONS = {"index": section_index, "merge": section_merge, "build": section_build,
+            "extract": section_extract}
+
+
+def print_summary(a: argparse.Namespace, summary: Summary) -> None:
+    print("# bench_scale: corpora at scale (sample index, build, merge, extract-wiki) against peers")
+    print(describe(("tokenizers", "blingfire", "numpy", "mwparserfromhell", "wikiextractor", "ray")))
+    print(f"config base_tokens={a.base_tokens} dump_copies={a.dump_copies} build_copies={a.build_copies} "
+          f"shards={a.shards} shard_sequences={a.shard_sequences} repeats={a.repeats}")
+    for line in summary.lines:
+        print(line)
+    print(" ".join(f"{k}={v}" for k, v in summary.figures.items()))
+
+
+def main() -> None:
+    a = parse_args()
     if a.part:
         fn = {"raw": part_raw, "build": part_build, "merge": part_merge, "extract": part_extract}[a.part]
         print(json.dumps(fn(**json.loads(a.kw))))
@@ -226,81 +314,15 @@ def main() -> None:  # noqa: C901 - one section per figure
     tmp = Path(a.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"# bench_scale: disk free at {tmp}: {shutil.disk_usage(tmp).free / 2**30:.1f} GiB", file=sys.stderr)
-    figures = {"index_us_per_sample": "nan", "index_rss_over_size": "nan", "extract_speed_vs_wikiextractor": "nan",
-               "build_speed_vs_raw": "nan", "merge_peak_rss_mb": "nan"}
-    lines: list[str] = []
-
-    def report(line: str) -> None:
-        """Keep a section's line for the summary and show it now (a long run stopped late keeps it)."""
-        print("  " + line, file=sys.stderr, flush=True)
-        lines.append(line)
-
+    summary = Summary()
     try:
-        if "index" not in skip:
-            if importlib.util.find_spec("bench_scale_index") is None:
-                report("index: benchmarks/bench_scale_index.py not found (pretrain's side of issue 12); "
-                             "index figures are nan")
-            else:
-                import bench_scale_index
-
-                sizes = [a.base_tokens * m for m in (1, 4, 16)]
-                res = bench_scale_index.run(tmp / "index", sizes)
-                for row in res.get("rows", []):
-                    report(f"index row: {json.dumps(row)}")
-                report(f"index: sizes {sizes} tokens: {res['index_us_per_sample']:.3f} us/sample, peak RSS growth / "
-                       f"index size {res['index_rss_over_size']:.2f} at the largest; skipped: {res.get('skipped') or 'none'}")
-                figures["index_us_per_sample"] = f"{res['index_us_per_sample']:.3f}"
-                figures["index_rss_over_size"] = f"{res['index_rss_over_size']:.2f}"
-            shutil.rmtree(tmp / "index", ignore_errors=True)
-        if "merge" not in skip:
-            shards = tmp / "shards" / "s"
-            t = time.perf_counter()
-            tokens = make_shards(shards, a.shards, a.shard_sequences)
-            print(f"  made {a.shards} shards ({tokens:,} tokens) in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-            ours = run_part("merge", shards=str(shards), out=str(tmp / "m_ours"), kind="ours")
-            peer = run_part("merge", shards=str(shards), out=str(tmp / "m_peer"), kind="peer")
-            same = all((tmp / f"m_ours.{e}").read_bytes() == (tmp / f"m_peer.{e}").read_bytes() for e in ("bin", "idx"))
-            idx_mb = (tmp / "m_ours.idx").stat().st_size / 2**20
-            report(f"merge: {a.shards} shards, {a.shards * a.shard_sequences:,} sentences, {tokens:,} tokens "
-                         f"(merged .idx {idx_mb:.0f} MB): peak RSS ours {ours['peak_rss_mb']:.0f} MB in "
-                         f"{ours['seconds']:.1f}s, in-memory merge {peer['peak_rss_mb']:.0f} MB in "
-                         f"{peer['seconds']:.1f}s; identical bytes: {same}")
-            figures["merge_peak_rss_mb"] = f"{ours['peak_rss_mb']:.0f}"
-            shutil.rmtree(tmp / "shards", ignore_errors=True)
-            for f in tmp.glob("m_*"):
-                f.unlink()
-        if "build" not in skip:
-            b = bench_build(tmp / "build", a.build_copies, a.repeats)
-            rate = {k: b["tokens"] / b[f"{k}_cpu"] for k in ("raw", "build1", "build2")}
-            report(f"build: {b['tokens']:,} tokens ({b['input_mb']:.0f} MB JSONL), tokens per CPU-second: raw "
-                         f"tokenizer (encode only, 2 threads) {rate['raw']:,.0f}, build --tasks 1 {rate['build1']:,.0f}, "
-                         f"--tasks 2 {rate['build2']:,.0f}; wall: raw {b['raw_wall']:.1f}s, --tasks 1 "
-                         f"{b['build1_wall']:.1f}s, --tasks 2 {b['build2_wall']:.1f}s "
-                         f"(--tasks 2 speed-up {b['build1_wall'] / b['build2_wall']:.2f}x)")
-            figures["build_speed_vs_raw"] = f"{rate['build2'] / rate['raw']:.2f}"
-            shutil.rmtree(tmp / "build", ignore_errors=True)
-        if "extract" not in skip:
-            (tmp / "extract").mkdir(exist_ok=True)
-            e = bench_extract(tmp / "extract", a.dump_copies, a.repeats)
-            report(
-                f"extract: {e['dump_mb']:.1f} MB multistream dump, {e['pages']:,} pages (ours {e['ours_docs']:,} "
-                f"articles, wikiextractor {e['peer_docs']:,}): pages per CPU-second ours "
-                f"{e['pages'] / e['ours_cpu']:.0f} (cpu {e['cpu_spread'][0]:.1f}-{e['cpu_spread'][1]:.1f}s), "
-                f"wikiextractor {e['pages'] / e['peer_cpu']:.0f}; wall ours {e['ours_wall']:.1f}s, "
-                f"wikiextractor {e['peer_wall']:.1f}s; our parent's peak RSS {e['parent_rss']:.0f} MB"
-            )
-            figures["extract_speed_vs_wikiextractor"] = f"{e['peer_cpu'] / e['ours_cpu']:.2f}"
-            shutil.rmtree(tmp / "extract", ignore_errors=True)
+        for name, section in SECTIONS.items():
+            if name not in skip:
+                section(a, tmp, summary)
     finally:
         if a.workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("# bench_scale: corpora at scale (sample index, build, merge, extract-wiki) against peers")
-    print(describe(("tokenizers", "blingfire", "numpy", "mwparserfromhell", "wikiextractor", "ray")))
-    print(f"config base_tokens={a.base_tokens} dump_copies={a.dump_copies} build_copies={a.build_copies} "
-          f"shards={a.shards} shard_sequences={a.shard_sequences} repeats={a.repeats}")
-    for line in lines:
-        print(line)
-    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    print_summary(a, summary)
 
 
 if __name__ == "__main__":

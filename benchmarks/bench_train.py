@@ -99,71 +99,84 @@ def run_ours(args, corpus, tmp: Path, alum: bool) -> tuple[float, float, float]:
             statistics.mean(r["data_wait_frac"] for r in rows))
 
 
+class Unmasked(torch.utils.data.Dataset):
+    """The same samples (pairs, padding) with the original ids back: the HF collator masks them itself."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        s = self.ds.get(i)
+        ids = np.where(s["mlm_labels"] != -100, s["mlm_labels"], s["input_ids"])
+        return {"input_ids": ids.tolist(), "attention_mask": s["attention_mask"].tolist(),
+                "token_type_ids": s["token_type_ids"].tolist()}
+
+
+def step_clock(threads: int):
+    """A Trainer callback recording each step's end (``ends``, wall clock) and the training thread's CPU time
+    from one step's end to the next (``cpu``)."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        # CPU time from the end of one step to the end of the next: fetching the batch, forward, backward,
+        # optimizer step, as in our Trainer._micro_batches.
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_begin(self, *a, **k):
+            # accelerate resets torch's thread count when it sees RANK/WORLD_SIZE (left by our runs); with
+            # more threads than free cores the training thread's CPU time counts spin-waits.
+            torch.set_num_threads(threads)
+
+        def on_step_end(self, *a, **k):
+            now = time.thread_time()
+            if self.ends:
+                self.cpu.append(now - self.last)
+            self.last = now
+            self.ends.append(time.perf_counter())
+
+    return Clock()
+
+
+def hf_model_and_tokenizer(args, tok_dir: str, vocab_size: int):
+    """A BertForMaskedLM of our model's shape (seed 1) and our WordPiece as a fast HF tokenizer."""
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(Path(tok_dir) / "tokenizer.json"), pad_token="[PAD]",
+                                     mask_token="[MASK]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
+    config = BertConfig(vocab_size=vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                        max_position_embeddings=max(512, args.seq))
+    torch.manual_seed(1)
+    return BertForMaskedLM(config), hf_tok
+
+
 def run_hf(args, corpus) -> tuple[float, float]:
     """Samples per CPU-second and median wall samples/s of HF Trainer + DataCollatorForLanguageModeling on
     the same token sequences."""
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        DataCollatorForLanguageModeling,
-        PreTrainedTokenizerFast,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from data_tools.tokenizer import load_tokenizer
     from pretrain.samples import MLMDataset
 
     tok = load_tokenizer(corpus[1])
     ds = MLMDataset.from_prefixes([corpus[0]], tok, max_seq_len=args.seq, style="bert", seed=1)
-
-    class Unmasked(torch.utils.data.Dataset):
-        # The same samples (pairs, padding) with the original ids back: the HF collator masks them itself.
-        def __len__(self):
-            return len(ds)
-
-        def __getitem__(self, i):
-            s = ds.get(i)
-            ids = np.where(s["mlm_labels"] != -100, s["mlm_labels"], s["input_ids"])
-            return {"input_ids": ids.tolist(), "attention_mask": s["attention_mask"].tolist(),
-                    "token_type_ids": s["token_type_ids"].tolist()}
-
-    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(Path(corpus[1]) / "tokenizer.json"), pad_token="[PAD]",
-                                     mask_token="[MASK]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                        num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
-                        max_position_embeddings=max(512, args.seq))
-    torch.manual_seed(1)
-    model = BertForMaskedLM(config)
-    ends: list[float] = []
-    cpu: list[float] = []
-
-    class Clock(TrainerCallback):
-        # CPU time from the end of one step to the end of the next: fetching the batch, forward, backward,
-        # optimizer step, as in our Trainer._micro_batches.
-        def on_train_begin(self, *a, **k):
-            # accelerate resets torch's thread count when it sees RANK/WORLD_SIZE (left by our runs); with
-            # more threads than free cores the training thread's CPU time counts spin-waits.
-            torch.set_num_threads(args.threads)
-
-        def on_step_end(self, *a, **k):
-            now = time.thread_time()
-            if ends:
-                cpu.append(now - self.last)
-            self.last = now
-            ends.append(time.perf_counter())
-
+    model, hf_tok = hf_model_and_tokenizer(args, corpus[1], tok.vocab_size)
+    clock = step_clock(args.threads)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(out, per_device_train_batch_size=args.batch, max_steps=args.steps,
                                   learning_rate=1e-4, warmup_steps=0, logging_steps=10**6, save_strategy="no",
                                   report_to=[], use_cpu=True, dataloader_num_workers=1, disable_tqdm=True)
-        trainer = Trainer(model=model, args=targs, train_dataset=Unmasked(),
+        trainer = Trainer(model=model, args=targs, train_dataset=Unmasked(ds),
                           data_collator=DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15),
-                          callbacks=[Clock()])
+                          callbacks=[clock])
         trainer.train()
-    steps = np.diff(ends)[args.warmup:]
-    return args.batch / statistics.median(cpu[args.warmup:]), args.batch / float(np.median(steps))
+    steps = np.diff(clock.ends)[args.warmup:]
+    return args.batch / statistics.median(clock.cpu[args.warmup:]), args.batch / float(np.median(steps))
 
 
 def main() -> None:
