@@ -49,7 +49,7 @@ GRID = {
 
 def build_corpus(work: Path, vocab: int) -> tuple[str, str]:
     """The demo's data stages (extract, tokenizer, corpus), once; returns (corpus prefix, tokenizer dir)."""
-    from data_tools.samples_data import wiki_dump_path
+    from data_tools.wheel_data import wiki_dump_path
 
     py = [sys.executable, "-m"]
     docs, tok, corpus = work / "wiki.jsonl", work / "tokenizer", work / "corpus"

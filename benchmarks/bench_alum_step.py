@@ -48,6 +48,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 from machine import describe
+from parts import vm_kib
 
 from pretrain.alum import AlumConfig, regularized_loss  # noqa: E402
 from pretrain.alum_stats import AlumStats, AlumSums, delta_diagnostics  # noqa: E402
@@ -142,10 +143,10 @@ def step(variant: str, ours, hf, batch, clock: PhaseClock | None = None) -> dict
 
 
 def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    kib = vm_kib(field)
+    if kib is None:
+        raise RuntimeError(f"{field} not in /proc/self/status")
+    return kib
 
 
 def memory_child(args: argparse.Namespace) -> None:

@@ -137,10 +137,10 @@ def child(part: str, kw_json: str) -> None:
 def prepare(a: argparse.Namespace, tmp: Path) -> tuple[Path, Path, dict, dict]:
     """Extract the embedded dump (measuring its RSS), the documents (``--copies`` times the articles), a
     WordPiece trained on the articles, and the RSS of extracting the dump scaled ``--scale`` times."""
-    from data_tools.samples_data import wiki_dump_path
     from data_tools.sentences import split_sentences
     from data_tools.sources import read_documents
     from data_tools.tokenizer import train_tokenizer
+    from data_tools.wheel_data import wiki_dump_path
 
     dump = wiki_dump_path()
     base_extract = run_part("extract", dump=dump, out=tmp)

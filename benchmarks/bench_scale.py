@@ -140,8 +140,8 @@ def bench_extract(tmp: Path, copies: int, repeats: int) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_indexing import scaled_dump
 
-    from data_tools.samples_data import wiki_dump_path
     from data_tools.sources.multistream import write_multistream
+    from data_tools.wheel_data import wiki_dump_path
 
     xml = tmp / "scaled.xml"
     scaled_dump(wiki_dump_path(), xml, copies)
@@ -165,10 +165,10 @@ def bench_extract(tmp: Path, copies: int, repeats: int) -> dict:
 
 def bench_build(tmp: Path, copies: int, repeats: int) -> dict:
     from data_tools.extract import extract_wiki
-    from data_tools.samples_data import wiki_dump_path
     from data_tools.sentences import split_sentences
     from data_tools.sources import read_documents
     from data_tools.tokenizer import train_tokenizer
+    from data_tools.wheel_data import wiki_dump_path
 
     articles = tmp / "articles.jsonl"
     extract_wiki(wiki_dump_path(), articles, progress=False)

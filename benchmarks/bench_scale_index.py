@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from parts import vm_kib
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -45,10 +47,8 @@ BYTES_PER_TOKEN = 2.6  # uint16 .bin + ~0.5 byte of .idx per token + the index f
 
 
 def _vm(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kib = vm_kib(key)
+    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def _cpu() -> float:
