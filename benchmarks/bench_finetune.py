@@ -87,7 +87,10 @@ def parse_args() -> argparse.Namespace:
                    help="attack radius in ALUM's default units: a share of each token's embedding-output norm")
     p.add_argument("--attack-steps", dest="attack_steps", type=int, default=3)
     p.add_argument("--attack-examples", dest="attack_examples", type=int, default=200)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.seeds < 1:
+        p.error(f"--seeds: expected at least 1, got {args.seeds}")
+    return args
 
 
 def print_config(args: argparse.Namespace) -> None:
