@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from data_tools.errors import UserError
 from pretrain.config_base import Section, apply_overrides, load, load_json, validate
@@ -56,6 +56,12 @@ class DataConfig(Section):
     cache_dir: str | None = None
     """Where sample indices and blend maps are cached (Megatron's ``--data-cache-path``); None = beside each
     corpus. ``python -m pretrain prepare-data`` builds them all before training."""
+
+    @field_validator("prefixes", "eval_prefixes", mode="before")
+    @classmethod
+    def _one_prefix(cls, value: Any) -> Any:
+        # `--data.prefixes corpus/wiki` (or "prefixes": "corpus/wiki"): one prefix is a list of one.
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

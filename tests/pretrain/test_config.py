@@ -58,6 +58,9 @@ def test_overrides(tmp_path, corpus):
         load_config(path, ["--alum.apha", "1"])
     with pytest.raises(UserError, match="missing a value"):
         apply_overrides({}, ["--train.seed"])
+    # One prefix on the command line needs no JSON list; the config file's list is replaced, not appended to.
+    cfg = load_config(path, ["--data.prefixes", "corpus/other", "--data.eval_prefixes", "corpus/held"])
+    assert cfg.data.prefixes == ["corpus/other"] and cfg.data.eval_prefixes == ["corpus/held"]
 
 
 def test_deepspeed_json_cross_checks(tmp_path, corpus):
