@@ -24,7 +24,7 @@ from pretrain.config_base import Section, apply_overrides, load, load_json, vali
 
 # load_json and apply_overrides live in config_base; engine.py and the tests know them by this module's name.
 __all__ = ["AlumSection", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig", "apply_overrides",
-           "build_config", "checked_deepspeed_json", "config_dump", "deepspeed_dict", "load_config", "load_json"]
+           "build_config", "check_sections_are_objects", "checked_deepspeed_json", "config_dump", "deepspeed_dict", "load_config", "load_json"]
 
 
 class DataConfig(Section):
@@ -334,6 +334,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 # ------------------------------------------------------------------------------- DeepSpeed JSON checks
 
+def check_sections_are_objects(ds: dict[str, Any], path: str | Path) -> None:
+    """UserError unless the DeepSpeed sections this project reads (``zero_optimization``, ``fp16``, ``bf16``) are
+    JSON objects: every later check reads keys inside them."""
+    for key in ("zero_optimization", "fp16", "bf16"):
+        section = ds.get(key, {})
+        if not isinstance(section, dict):
+            raise UserError(f"{path}: {key}: expected an object, got {section!r}")
+
+
 def checked_deepspeed_json(path: str | Path, owned: dict[str, tuple[Any, str]],
                            sections: dict[str, str]) -> dict[str, Any]:
     """A DeepSpeed JSON with the keys a run owns filled in: pre-training and fine-tuning read it through here.
@@ -348,6 +357,7 @@ def checked_deepspeed_json(path: str | Path, owned: dict[str, tuple[Any, str]],
         The dict, owned keys filled in; a one-line UserError naming the file and key otherwise.
     """
     ds = load_json(path)
+    check_sections_are_objects(ds, path)
     for key, (want, owner) in owned.items():
         if key in ds and ds[key] != "auto" and ds[key] != want:
             raise UserError(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from data_tools.errors import UserError
+from data_tools.errors import UserError, reading
 from data_tools.jsonfile import parse_json
 
 
@@ -75,12 +75,8 @@ def load_json(path: str | Path) -> dict[str, Any]:
         The parsed object.
     """
     path = Path(path)
-    try:
+    with reading(path, "config file", "a JSON file"):
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     obj = parse_json(text, path, column=True, object_pairs_hook=_no_duplicates(str(path)))
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object at the top level, got {type(obj).__name__}")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from data_tools.errors import UserError
-from pretrain.config import RunConfig
+from pretrain.config import RunConfig, check_sections_are_objects
 from pretrain.dist import DistEnv, wait_for_port
 
 
@@ -66,13 +66,11 @@ def validate_deepspeed(ds: dict[str, Any], path: str) -> None:
     for key in ds:
         if key not in KNOWN_DS_KEYS:
             raise UserError(f"{path}: unknown DeepSpeed key {key!r} (expected one of {sorted(KNOWN_DS_KEYS)})")
+    check_sections_are_objects(ds, path)
     for key, model in (("zero_optimization", DeepSpeedZeroConfig), ("fp16", DeepSpeedFP16Config),
                        ("bf16", DeepSpeedBF16Config)):
-        section = ds.get(key, {})
-        if not isinstance(section, dict):
-            raise UserError(f"{path}: {key}: expected an object, got {section!r}")
         try:
-            model(**section)
+            model(**ds.get(key, {}))
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
@@ -177,8 +175,6 @@ def finetune_deepspeed_dict(config_path: Path, batch_size: int, clip_grad: float
     """
     from pretrain.config import checked_deepspeed_json
 
-    if not config_path.is_file():
-        raise UserError(f"{config_path}: no such DeepSpeed config file")
     ds_cfg = checked_deepspeed_json(config_path, {
         "train_micro_batch_size_per_gpu": (batch_size, "--batch-size"),
         "gradient_accumulation_steps": (1, "fine-tuning, which does not accumulate"),

@@ -54,6 +54,7 @@ def test_two_ranks_zero3_alum(bbc, tiny_bert, tmp_path):
     ('{"fp16": {}, "fp16": {}}', "duplicate key 'fp16'"),
     ('{"zero_optimisation": {"stage": 2}}', "unknown DeepSpeed key 'zero_optimisation'"),
     ('{"optimizer": {}}', "'optimizer' section not allowed"),
+    ('{"fp16": true}', "fp16: expected an object, got True"),  # was an AttributeError traceback
     ('{"train_batch_size": 3}', r"train_batch_size=3 contradicts the run config \(--batch-size × world size gives 16\)"),
 ])
 def test_the_json_is_checked_as_pretraining_checks_it(tmp_path, text, message):
