@@ -9,7 +9,6 @@ end, ``.idx`` last), so a killed build leaves no pair that looks complete.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import re
 import sys
@@ -32,7 +31,7 @@ from data_tools.indexed import (
     parse_dtype,
     shard_prefix,
 )
-from data_tools.parallel import ordered_map
+from data_tools.parallel import ordered_map, worker_pool
 from data_tools.sentences import split_sentences
 from data_tools.sources import BadInputPolicy, read_documents
 from data_tools.sources.wiki import Page, page_document
@@ -214,19 +213,6 @@ def _corpus_meta(tok, inputs: list, split_sentences: bool) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _worker_pool(workers: int, tokenizer: str, split_sentences: bool):
-    """Tokenizer processes: drained (close + join) on success, terminated on an error or interrupt."""
-    pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(tokenizer, split_sentences))
-    try:
-        yield pool
-    except BaseException:
-        pool.terminate()
-        raise
-    pool.close()
-    pool.join()
-
-
 def build(
     inputs: list[str | os.PathLike],
     tokenizer: str | os.PathLike,
@@ -292,7 +278,7 @@ def build(
             for k in range(shards):  # every requested shard exists, even if there are fewer documents
                 writer_for(k)
         if workers > 1:
-            pool = stack.enter_context(_worker_pool(workers, str(tokenizer), split_sentences))
+            pool = stack.enter_context(worker_pool(workers, _init_worker, (str(tokenizer), split_sentences)))
             encoded = ordered_map(pool, _encode_in_worker, _batches(docs), in_flight=3 * workers)
         else:
             encoded = (encode_documents(b, tok, split_sentences) for b in _batches(docs))

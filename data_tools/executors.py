@@ -8,12 +8,12 @@ makes each task's output and completion marker atomic, so a task killed anywhere
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from data_tools.errors import UserError
+from data_tools.parallel import worker_pool
 
 EXECUTORS = ("local", "ray")
 
@@ -24,20 +24,10 @@ def run_local(func: Callable[[Any], dict], args: list, workers: int) -> Iterator
         for a in args:
             yield func(a)
         return
-    # fork: the children start with the imports already done; maxtasksperchild=1 gives each task a fresh
-    # process, so one task's memory (a large shard's index) never adds to the next one's.
-    pool = mp.get_context("fork").Pool(min(workers, len(args)), maxtasksperchild=1)
-    try:
+    # maxtasksperchild=1 gives each task a fresh process, so one task's memory (a large shard's index) never
+    # adds to the next one's.
+    with worker_pool(min(workers, len(args)), maxtasksperchild=1) as pool:
         yield from pool.imap_unordered(func, args)
-    except BaseException:
-        pool.terminate()
-        pool.join()
-        raise
-    # Not terminate() after a finished run: with maxtasksperchild the pool's handler thread may be forking a
-    # replacement worker while terminate() holds the task queue's lock; that worker never gets the lock and
-    # terminate()'s join waits for it forever (seen as a hung test). close() lets idle workers exit cleanly.
-    pool.close()
-    pool.join()
 
 
 def run_ray(func: Callable[[Any], dict], args: list, address: str | None) -> Iterator[dict]:

@@ -6,8 +6,8 @@ Megatron's preprocess_data.py input). Output appears atomically when the whole i
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import atomic_open, remove_stale_tmp
 from data_tools.errors import UserError
-from data_tools.parallel import ordered_map
+from data_tools.parallel import ordered_map, worker_pool
 from data_tools.sources import BadInputPolicy, Document
 from data_tools.sources.multistream import index_for, read_layout
 from data_tools.sources.owt import read_owt
@@ -162,13 +162,12 @@ def extract_wiki(
     stats: dict = {}
     start = time.perf_counter()
     pages = iter_articles(dump, stats=stats)
-    pool = None
-    try:
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(worker_pool(workers, _init, (headings,)))
         if workers > 1 and index is not None:
-            pool = mp.get_context("fork").Pool(workers, initializer=_init, initargs=(headings,))
             docs = _multistream_docs(dump, index, pool, workers, stats)
         elif workers > 1:
-            pool = mp.get_context("fork").Pool(workers, initializer=_init, initargs=(headings,))
             docs: Iterator[Document] = (
                 d for chunk in ordered_map(pool, _clean_many, _chunks(pages, 8), in_flight=4 * workers) for d in chunk
             )
@@ -176,9 +175,6 @@ def extract_wiki(
             docs = (page_document(p, headings) for p in pages)
         with tqdm(desc="extract-wiki", unit=" articles", disable=not progress, file=sys.stderr, mininterval=1) as bar:
             _write_jsonl(docs, output, result, min_chars, bar, stats)
-    finally:
-        if pool is not None:
-            pool.terminate()
     for key in ("pages", "redirects", "other_namespace", "disambiguation"):
         setattr(result, key, stats.get(key, 0))
     result.elapsed = time.perf_counter() - start

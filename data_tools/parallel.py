@@ -1,4 +1,4 @@
-"""Ordered parallel map with a bounded number of tasks in flight.
+"""Worker pools that always end cleanly, and an ordered parallel map with a bounded number of tasks in flight.
 
 ``Pool.imap`` hands the whole input to a feeder thread, which reads it as fast as it can: with a fast reader
 (XML, JSONL) and slower workers (wikitext parsing, tokenizing) the queue, and memory, grow with the input.
@@ -8,12 +8,37 @@ Here at most ``in_flight`` tasks exist at once, so memory stays flat however lar
 from __future__ import annotations
 
 import collections
+import contextlib
+import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.pool import Pool
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = (),
+                maxtasksperchild: int | None = None) -> Iterator[Pool]:
+    """A fork pool of ``workers`` processes: drained (close + join) when the block ends normally, terminated on
+    an error, an interrupt or an abandoned generator.
+
+    Fork: the children start with the parent's imports done (tokenizer, parser). Not terminate() after a
+    finished run: with ``maxtasksperchild`` the pool's handler thread may be forking a replacement worker while
+    terminate() holds the task queue's lock; that worker never gets the lock and terminate()'s join waits for it
+    forever (seen as a hung test). close() lets idle workers exit cleanly.
+    """
+    pool = mp.get_context("fork").Pool(workers, initializer=initializer, initargs=initargs,
+                                       maxtasksperchild=maxtasksperchild)
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
 
 
 def ordered_map(pool: Pool, func: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
