@@ -173,3 +173,17 @@ def test_fuzz_idx_reader_only_raises_user_error(tmp_path, data):
     assert total == int(c.sequence_lengths.sum())
     for d in range(c.num_documents):
         c.document(d)
+
+
+def test_unreadable_inputs_are_one_line_naming_the_file(tmp_path):
+    # One wording (data_tools.errors.reading) for an index and an input document file (and pretrain's configs).
+    from data_tools.sources import open_binary
+
+    (tmp_path / "d.idx").mkdir()
+    cases = [(lambda: IndexedCorpus(tmp_path / "d"), f"{tmp_path / 'd.idx'}: is a directory, expected an MMIDIDX"),
+             (lambda: open_binary(tmp_path / "none.jsonl"), f"{tmp_path / 'none.jsonl'}: input file not found"),
+             (lambda: open_binary(tmp_path), f"{tmp_path}: is a directory, expected a file")]
+    for call, message in cases:
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value).startswith(message)

@@ -46,6 +46,10 @@ def test_duplicate_json_key_rejected(tmp_path):
     path.write_text('{"train": {"seed": 1,}}')
     with pytest.raises(UserError, match=r"run.json:1:\d+: invalid JSON"):
         load_config(path)
+    with pytest.raises(UserError, match=f"^{tmp_path / 'none.json'}: config file not found$"):
+        load_config(tmp_path / "none.json")
+    with pytest.raises(UserError, match=f"^{tmp_path}: is a directory, expected a JSON file$"):
+        load_config(tmp_path)
 
 
 def test_overrides(tmp_path, corpus):
