@@ -4,6 +4,7 @@ rate is the share of clean-correct examples flipped; by default in ALUM's site a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,27 @@ def test_deepwordbug_flips_predictions_of_a_trained_model(bbc_run, bbc, tmp_path
     # Seeded: the same rows give the same numbers.
     again = run_text_attack(str(best), str(data), examples=12, max_seq_len=64, seed=0)["results"][0]
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in r.items() if k != "seconds"}
+
+
+def test_deepwordbugs_stopword_constraint_holds_the_provided_list():
+    # DeepWordBug's StopwordModification, with the list textattack_env provided
+    # (NLTK's corpus is not installed here), leaves exactly the stopwords unmodifiable.
+    from finetune.textattack_env import import_textattack, stopword_source
+
+    textattack = import_textattack()
+    from textattack.constraints.pre_transformation import StopwordModification
+
+    # textattack/attack_recipes/deepwordbug_gao_2018.py (0.3.11) builds it as StopwordModification().
+    constraint = StopwordModification()
+    if stopword_source() != "nltk":
+        import stopwords as package
+
+        listed = (Path(package.__file__).parent / "languages" / "english" / "default.txt").read_text().split()
+        assert constraint.stopwords == set(listed) and len(listed) > 100
+    text = textattack.shared.AttackedText("the cat sat on the mat because it was warm")
+    words = text.words
+    modifiable = {words[i] for i in constraint._get_modifiable_indices(text)}
+    assert modifiable == {"cat", "sat", "mat", "warm"}  # the, on, because, it, was: stopwords
 
 
 def test_text_attack_without_textattack_says_how_to_install(monkeypatch):
