@@ -34,6 +34,36 @@ def init_distributed(dist: DistEnv) -> None:
     # auto_mpi_discovery off: discover_dist_env already mapped the MPI variables, and DeepSpeed's own
     # discovery would re-initialise MPI and guess the master address from the hostname.
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    _unlink_shm_buffer(dist)
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_buffer_name(rank: int) -> str:
+    """The name DeepSpeed gives this rank's shared-memory allreduce workspace (deepspeed 0.19.8,
+    ``csrc/cpu/comm/shm.cpp`` ``shm_initialize``: ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``)."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    return f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def _unlink_shm_buffer(dist: DistEnv) -> None:
+    """Remove this rank's DeepSpeed shared-memory workspace name once every rank has mapped it.
+
+    On CPU, when the launcher sets ``LOCAL_SIZE`` equal to the world size (``deepspeed`` on one node does),
+    DeepSpeed's communication backend creates a 66 MB ``/dev/shm`` segment per rank and never unlinks it
+    (``shm.cpp`` has a ``shared_close`` that nothing calls). /dev/shm is memory: every run left 66 MB per rank
+    behind until reboot, and a machine that ran a few hundred jobs had 19 GB of RAM gone (seen here: Ray tasks
+    and compilers were OOM-killed). Every rank maps all peers' segments inside ``init_distributed``, so after a
+    barrier the names are no longer needed; the mappings stay valid until the processes exit, and the memory is
+    freed then, however they exit.
+    """
+    if not SHM_DIR.is_dir():
+        return
+    if dist.world_size > 1:
+        torch.distributed.barrier()  # every peer has opened this rank's segment
+    with contextlib.suppress(FileNotFoundError):
+        (SHM_DIR / shm_buffer_name(dist.rank)).unlink()
 
 
 # Top-level DeepSpeed keys a config in this project may use; anything else is most likely a typo that

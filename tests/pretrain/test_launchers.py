@@ -26,9 +26,9 @@ from pretrain.train import build_export_model
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 
 
-def launch(launcher: str, config: Path, nproc: int = 2) -> list[str]:
+def launch(launcher: str, config: Path, nproc: int = 2, port: int | None = None) -> list[str]:
     """The command that starts ``python -m pretrain train`` on ``nproc`` local CPU processes."""
-    port = str(free_port())
+    port = str(port or free_port())
     entry = ["pretrain", "train", "--config", str(config)]
     if launcher == "deepspeed":
         return [str(VENV_BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", port, "--module", *entry]
@@ -51,9 +51,13 @@ def sample_ids(run_dir: Path, rank: int) -> dict[int, list[int]]:
 def test_two_processes(tmp_path, corpus, launcher, stage):
     raw = tiny_config(tmp_path, corpus, f"zero{stage}_fp32.json",
                       train={"train_steps": 8, "save_interval": 4, "log_sample_ids": True, "eval_interval": 8})
-    proc = run_cli(launch(launcher, write_config(tmp_path / "run.json", raw)))
+    port = free_port()
+    proc = run_cli(launch(launcher, write_config(tmp_path / "run.json", raw), port=port))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "run"
+    # DeepSpeed's CPU shared-memory allreduce workspace (66 MB a rank, created under the deepspeed launcher)
+    # must not outlive the run: /dev/shm is RAM.
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
 
     ids0, ids1 = sample_ids(run_dir, 0), sample_ids(run_dir, 1)
     assert sorted(ids0) == sorted(ids1) == list(range(1, 9))
