@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from data_tools.errors import UserError
-from data_tools.parallel import worker_pool
+from data_tools.parallel import run_each_in_own_process
 
 EXECUTORS = ("local", "ray")
 
@@ -24,10 +24,8 @@ def run_local(func: Callable[[Any], dict], args: list, workers: int) -> Iterator
         for a in args:
             yield func(a)
         return
-    # maxtasksperchild=1 gives each task a fresh process, so one task's memory (a large shard's index) never
-    # adds to the next one's.
-    with worker_pool(min(workers, len(args)), maxtasksperchild=1) as pool:
-        yield from pool.imap_unordered(func, args)
+    # A fresh process per task: one task's memory (a large shard's index) never adds to the next one's.
+    yield from run_each_in_own_process(func, args, min(workers, len(args)))
 
 
 def run_ray(func: Callable[[Any], dict], args: list, address: str | None) -> Iterator[dict]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,35 @@ def test_sigkill_mid_build_then_rerun(tmp_path, big_docs, wordpiece_dir):
         for ext in ("bin", "idx", "meta.json"):
             a = Path(f"{out}_{k:05d}.{ext}").read_bytes()
             assert a == Path(f"{clean}_{k:05d}.{ext}").read_bytes(), f"shard {k} .{ext} differs"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_build_with_one_line(tmp_path, big_docs, wordpiece_dir):
+    """As the out-of-memory killer would: one worker dies mid-build. The build must stop with one line and
+    leave no corpus, not wait forever for the batch the worker held (multiprocessing.Pool did)."""
+    out = tmp_path / "corpus" / "wiki"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_tools", "build", str(big_docs), "--tokenizer", str(wordpiece_dir), "-o",
+         str(out), "--workers", "2", "-q"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        workers: list[str] = []
+        while time.time() < deadline and not workers:
+            assert proc.poll() is None, "build ended before a worker could be killed: make the input larger"
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            workers = children.read_text().split() if out.parent.exists() else []
+            time.sleep(0.05)
+        assert workers, "no worker process appeared"
+        os.kill(int(workers[0]), signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert lines == [lines[-1]] and lines[-1].startswith("error: a worker process died"), err
+    assert not list(out.parent.glob("*.idx")) and not list(out.parent.glob(".*.tmp"))
