@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,20 @@ def _exit_text(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def kill_workers(pool: ProcessPoolExecutor, process_groups: bool = False) -> None:
+    """SIGKILL a ``ProcessPoolExecutor``'s workers (with ``process_groups``, the group each one leads).
+
+    The executor can cancel queued tasks but not stop running ones, and no public API lists its workers
+    (Python 3.14 adds ``kill_workers``); ``_processes`` is the pid -> process map it keeps.
+    """
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if process_groups:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()
                 ) -> Iterator[ProcessPoolExecutor]:
@@ -64,9 +79,7 @@ def worker_pool(workers: int, initializer: Callable | None = None, initargs: tup
     try:
         yield pool
     except BaseException:
-        # ProcessPoolExecutor can cancel queued tasks but not stop running ones (Python 3.14 adds kill_workers).
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
+        kill_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

@@ -14,7 +14,6 @@ so its numbers do not depend on which worker ran it or what ran before.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from data_tools.atomic import write_json
 from data_tools.errors import UserError
+from data_tools.parallel import kill_workers
 
 
 @dataclass
@@ -116,11 +116,7 @@ def _execute(tool: str, argv: list[str], log_path: str, threads: int) -> dict:
 
 
 def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
-    import signal
-
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API lists the workers
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    kill_workers(pool, process_groups=True)  # each worker leads a group: its tools' children die with it
     pool.shutdown(wait=False, cancel_futures=True)
 
 
