@@ -25,8 +25,15 @@ def _die_on_three(x: int) -> int:
     return x
 
 
-def _pid_after(x: int) -> tuple[int, int]:
-    time.sleep(0.2 if x == 0 else 0.0)  # the first task finishes last
+def _pid_first_waits(arg: tuple[int, str]) -> tuple[int, int]:
+    """Task 0 finishes only after tasks 1-3 have left their marks. With two workers task 3 starts only once task 1
+    or 2 has been yielded, so task 0 cannot be the first result, however slow forks are."""
+    x, marks = arg
+    if x == 0:
+        while len(os.listdir(marks)) < 3:
+            time.sleep(0.01)
+    else:
+        open(os.path.join(marks, str(x)), "w").close()
     return x, os.getpid()
 
 
@@ -66,10 +73,10 @@ def test_a_killed_pool_worker_is_an_error_not_a_hang():
     assert time.monotonic() - start < 60
 
 
-def test_each_task_gets_its_own_process_and_results_come_as_they_finish():
-    out = list(run_each_in_own_process(_pid_after, range(4), workers=2))
+def test_each_task_gets_its_own_process_and_results_come_as_they_finish(tmp_path):
+    out = list(run_each_in_own_process(_pid_first_waits, [(x, str(tmp_path)) for x in range(4)], workers=2))
     assert sorted(x for x, _ in out) == [0, 1, 2, 3]
-    assert out[-1][0] == 0  # the slow first task is yielded last
+    assert out[0][0] != 0  # as they finish, not in input order
     pids = {pid for _, pid in out}
     assert len(pids) == 4 and os.getpid() not in pids
 
@@ -86,9 +93,10 @@ def test_a_killed_task_process_is_an_error_naming_the_signal():
 
 
 def test_closing_early_kills_the_running_tasks():
+    before = set(mp.active_children())  # whatever earlier tests in this process left
     gen = run_each_in_own_process(time.sleep, [0, 30, 30], workers=3)
     assert next(gen) is None  # the 0 s sleep
-    assert len(mp.active_children()) == 2  # the two 30 s sleeps
+    assert len(set(mp.active_children()) - before) == 2  # the two 30 s sleeps
     start = time.monotonic()
     gen.close()
-    assert not mp.active_children() and time.monotonic() - start < 10
+    assert not set(mp.active_children()) - before and time.monotonic() - start < 10
