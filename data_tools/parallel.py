@@ -117,7 +117,7 @@ def _run_child(send, func: Callable, arg) -> None:
     try:
         send.send(reply)
     except Exception as exc:  # an unpicklable result or exception: say so rather than die without a word
-        send.send((False, RuntimeError(f"{func.__name__}: cannot send its result to the parent ({exc})"),
+        send.send((False, RuntimeError(f"{getattr(func, '__name__', func)!s}: cannot send its result to the parent ({exc})"),
                    traceback.format_exc()))
     send.close()
 
