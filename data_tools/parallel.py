@@ -9,9 +9,10 @@
 
 Both raise ``WorkerDied`` when a worker is killed (the kernel's out-of-memory killer, a stray ``kill -9``).
 ``multiprocessing.Pool`` would replace the worker and wait for the lost task's result forever (seen: a build
-hung for 15 minutes in CI after an OOM kill). ``concurrent.futures.ProcessPoolExecutor`` notices the death;
-its ``max_tasks_per_child`` deadlocks on Python 3.11 (python/cpython#115634), so a fresh process per task is
-started here directly.
+hung for 15 minutes in CI after an OOM kill). ``concurrent.futures.ProcessPoolExecutor`` notices the death, so
+the pool is one. A fresh process per task is started here directly: the executor's ``max_tasks_per_child``
+refuses the fork start method (each task would re-import everything under spawn or forkserver), it can stop
+running tasks only through its private worker map, and its report of a death does not say which signal.
 """
 
 from __future__ import annotations
