@@ -41,8 +41,8 @@ SHM_DIR = Path("/dev/shm")
 
 
 def shm_buffer_name(rank: int) -> str:
-    """The name DeepSpeed gives this rank's shared-memory allreduce workspace (the deepspeed 0.19.8 wheel,
-    ``ops/csrc/cpu/comm/shm.cpp`` ``shm_initialize``: ``deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``)."""
+    """The name DeepSpeed gives this rank's shared-memory allreduce workspace (deepspeed 0.19.8,
+    ``csrc/cpu/comm/shm.cpp`` ``shm_initialize``: ``deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``)."""
     addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
     return f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
 
@@ -53,14 +53,12 @@ def _unlink_shm_buffer(dist: DistEnv) -> None:
     On CPU, when the launcher sets ``LOCAL_SIZE`` equal to the world size (``deepspeed`` on one node does),
     DeepSpeed's communication backend creates a 66 MB ``/dev/shm`` segment per rank and never unlinks it
     (``shm.cpp`` has a ``shared_close`` that nothing calls). /dev/shm is memory: every run left 66 MB per rank
-    behind until reboot; a machine that ran a few hundred jobs had 19 GB of its 24 GB gone (most likely why a CI
-    run saw Ray tasks and a compiler OOM-killed). Every rank maps all peers' segments inside ``init_distributed``, so after a
+    behind until reboot, and a machine that ran a few hundred jobs had 19 GB of RAM gone (seen here: Ray tasks
+    and compilers were OOM-killed). Every rank maps all peers' segments inside ``init_distributed``, so after a
     barrier the names are no longer needed; the mappings stay valid until the processes exit, and the memory is
     freed then, however they exit.
     """
-    # DeepSpeed's own condition (``shm_interface.cpp`` ``initialize``), the same on every rank, so either all
-    # ranks reach the barrier or none: torchrun, mpirun and multi-node runs create no segment and skip it.
-    if not SHM_DIR.is_dir() or os.environ.get("LOCAL_SIZE") != str(dist.world_size):
+    if not SHM_DIR.is_dir():
         return
     if dist.world_size > 1:
         torch.distributed.barrier()  # every peer has opened this rank's segment
